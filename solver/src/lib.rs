@@ -1,0 +1,32 @@
+//! # ballast-solver
+//!
+//! Placement of Mixture-of-Experts experts onto GPUs: how many replicas each
+//! logical expert gets, which slot of which GPU holds each replica, and how to
+//! judge the result. Pure computation: no I/O, no async, no panics on input —
+//! all input is parsed once into [`Topology`], [`LoadMatrix`] and [`Plan`],
+//! whose invariants the rest of the crate relies on.
+//!
+//! ```
+//! use ballast_solver::{LoadMatrix, Plan, Topology, score};
+//!
+//! let topology = Topology::from_json(r#"{"num_layers": 1, "num_logical_experts": 4,
+//!     "num_groups": 2, "num_nodes": 1, "gpus_per_node": 2, "slots_per_gpu": 3}"#)?;
+//! let load = LoadMatrix::from_json(r#"{"load": [[40, 10, 10, 20]]}"#, &topology)?;
+//! let plan = Plan::from_json(r#"{"phy2log": [[0, 1, 2, 0, 3, 3]]}"#, &topology)?;
+//! let s = score::score(&topology, &load, &plan);
+//! assert!(s.model_imbalance >= 1.0);
+//! # Ok::<(), ballast_solver::ParseError>(())
+//! ```
+
+pub mod error;
+pub mod load;
+pub mod plan;
+pub mod planner;
+pub mod score;
+pub mod topology;
+
+pub use error::ParseError;
+pub use load::LoadMatrix;
+pub use plan::Plan;
+pub use topology::{Topology, TopologySpec};
+pub use planner::{solve, PlanOptions, PlanOutcome, PlanStats, Policy, Split};

@@ -1,0 +1,287 @@
+//! A placement plan: which logical expert each physical slot holds, per layer.
+
+use serde_json::{json, Value};
+
+use crate::error::ParseError;
+use crate::topology::Topology;
+
+/// Tolerance on `replica_share` sums: shares come from floating-point solvers.
+const SHARE_SUM_TOLERANCE: f64 = 1e-6;
+
+/// A valid plan for one topology: `L` layers of `P = N*G*S` slots, each slot
+/// holding an expert in `0..E`, every expert placed at least once per layer.
+/// With `replica_share`, each expert's shares are non-negative and sum to 1.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    phy2log: Vec<Vec<u32>>,
+    replica_share: Option<Vec<Vec<f64>>>,
+}
+
+impl Plan {
+    /// Checks `phy2log` (and optional shares) against `topology`.
+    pub fn new(
+        phy2log: Vec<Vec<u32>>,
+        replica_share: Option<Vec<Vec<f64>>>,
+        topology: &Topology,
+    ) -> Result<Self, ParseError> {
+        check_shape("phy2log", phy2log.len(), phy2log.iter().map(Vec::len), topology)?;
+        let num_experts = topology.num_logical_experts();
+        for (layer, row) in phy2log.iter().enumerate() {
+            let mut placed = vec![false; num_experts];
+            for (slot, &expert) in row.iter().enumerate() {
+                let e = expert as usize;
+                if e >= num_experts {
+                    return Err(ParseError::entry(
+                        "phy2log",
+                        layer,
+                        slot,
+                        format!("unknown expert {expert} (the model has {num_experts})"),
+                    ));
+                }
+                placed[e] = true;
+            }
+            if let Some(missing) = placed.iter().position(|p| !p) {
+                return Err(ParseError::layer(
+                    "phy2log",
+                    layer,
+                    format!("expert {missing} has no slot"),
+                ));
+            }
+        }
+        if let Some(shares) = &replica_share {
+            check_shape("replica_share", shares.len(), shares.iter().map(Vec::len), topology)?;
+            for (layer, (row, experts)) in shares.iter().zip(&phy2log).enumerate() {
+                let mut sums = vec![0.0; num_experts];
+                for (slot, (&share, &expert)) in row.iter().zip(experts).enumerate() {
+                    if !(share.is_finite() && (0.0..=1.0 + SHARE_SUM_TOLERANCE).contains(&share)) {
+                        return Err(ParseError::entry(
+                            "replica_share",
+                            layer,
+                            slot,
+                            format!("{share} is not a fraction in [0, 1]"),
+                        ));
+                    }
+                    sums[expert as usize] += share;
+                }
+                if let Some((e, sum)) = sums
+                    .iter()
+                    .enumerate()
+                    .find(|(_, s)| (**s - 1.0).abs() > SHARE_SUM_TOLERANCE)
+                {
+                    return Err(ParseError::layer(
+                        "replica_share",
+                        layer,
+                        format!("shares of expert {e} sum to {sum}, not 1"),
+                    ));
+                }
+            }
+        }
+        Ok(Plan {
+            phy2log,
+            replica_share,
+        })
+    }
+
+    /// Parses `plan.json`; `log2phy`, `logcnt`, `stats` and other extra
+    /// fields are ignored (they are derived or informational).
+    pub fn from_json(text: &str, topology: &Topology) -> Result<Self, ParseError> {
+        let doc: Value = serde_json::from_str(text).map_err(|e| ParseError::Malformed {
+            what: "plan JSON",
+            detail: e.to_string(),
+        })?;
+        let phy2log = doc
+            .get("phy2log")
+            .or_else(|| doc.get("physical_to_logical_map"))
+            .ok_or_else(|| ParseError::field("phy2log", "missing"))?;
+        let phy2log = parse_rows("phy2log", phy2log, |layer, index, v| {
+            v.as_u64()
+                .filter(|&x| x <= u32::MAX as u64)
+                .map(|x| x as u32)
+                .ok_or_else(|| {
+                    ParseError::entry("phy2log", layer, index, format!("{v} is not an expert id"))
+                })
+        })?;
+        let replica_share = match doc.get("replica_share") {
+            None | Some(Value::Null) => None,
+            Some(shares) => Some(parse_rows("replica_share", shares, |layer, index, v| {
+                v.as_f64().ok_or_else(|| {
+                    ParseError::entry("replica_share", layer, index, format!("{v} is not a number"))
+                })
+            })?),
+        };
+        Self::new(phy2log, replica_share, topology)
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.phy2log.len()
+    }
+
+    /// The logical expert of every slot of one layer.
+    pub fn layer(&self, layer: usize) -> &[u32] {
+        &self.phy2log[layer]
+    }
+
+    pub fn phy2log(&self) -> &[Vec<u32>] {
+        &self.phy2log
+    }
+
+    pub fn replica_share(&self) -> Option<&[Vec<f64>]> {
+        self.replica_share.as_deref()
+    }
+
+    /// The share of its expert's tokens slot `slot` of `layer` takes.
+    /// Without explicit shares, tokens split evenly among replicas.
+    pub fn layer_shares(&self, layer: usize, num_experts: usize) -> Vec<f64> {
+        match &self.replica_share {
+            Some(shares) => shares[layer].clone(),
+            None => {
+                let counts = replica_counts(&self.phy2log[layer], num_experts);
+                self.phy2log[layer]
+                    .iter()
+                    .map(|&e| 1.0 / counts[e as usize] as f64)
+                    .collect()
+            }
+        }
+    }
+
+    /// `logcnt[l][e]`: how many replicas expert `e` has in layer `l`.
+    pub fn logcnt(&self, num_experts: usize) -> Vec<Vec<u32>> {
+        self.phy2log
+            .iter()
+            .map(|row| replica_counts(row, num_experts))
+            .collect()
+    }
+
+    /// `log2phy[l][e]`: the slots of expert `e`, padded with -1 to the
+    /// largest replica count of the plan (the EPLB / vLLM layout).
+    pub fn log2phy(&self, num_experts: usize) -> Vec<Vec<Vec<i64>>> {
+        let width = self
+            .logcnt(num_experts)
+            .iter()
+            .flatten()
+            .copied()
+            .max()
+            .unwrap_or(1) as usize;
+        self.phy2log
+            .iter()
+            .map(|row| {
+                let mut table = vec![Vec::with_capacity(width); num_experts];
+                for (slot, &e) in row.iter().enumerate() {
+                    table[e as usize].push(slot as i64);
+                }
+                for slots in &mut table {
+                    slots.resize(width, -1);
+                }
+                table
+            })
+            .collect()
+    }
+
+    /// The plan as a `plan.json` document (with derived `log2phy`/`logcnt`);
+    /// callers add `stats`, `version` and the like.
+    pub fn to_document(&self, num_experts: usize) -> serde_json::Map<String, Value> {
+        let mut doc = serde_json::Map::new();
+        doc.insert("phy2log".into(), json!(self.phy2log));
+        if let Some(shares) = &self.replica_share {
+            doc.insert("replica_share".into(), json!(shares));
+        }
+        doc.insert("log2phy".into(), json!(self.log2phy(num_experts)));
+        doc.insert("logcnt".into(), json!(self.logcnt(num_experts)));
+        doc
+    }
+}
+
+/// Replica count of each expert in one layer's `phy2log` row.
+pub fn replica_counts(row: &[u32], num_experts: usize) -> Vec<u32> {
+    let mut counts = vec![0u32; num_experts];
+    for &e in row {
+        counts[e as usize] += 1;
+    }
+    counts
+}
+
+fn check_shape(
+    field: &'static str,
+    layers: usize,
+    mut lengths: impl Iterator<Item = usize>,
+    topology: &Topology,
+) -> Result<(), ParseError> {
+    if layers != topology.num_layers() {
+        return Err(ParseError::field(
+            field,
+            format!("has {layers} layers, topology has {}", topology.num_layers()),
+        ));
+    }
+    let slots = topology.num_slots();
+    if let Some((layer, len)) = lengths.by_ref().enumerate().find(|(_, len)| *len != slots) {
+        return Err(ParseError::layer(
+            field,
+            layer,
+            format!("has {len} slots, topology has {slots}"),
+        ));
+    }
+    Ok(())
+}
+
+fn parse_rows<T>(
+    field: &'static str,
+    value: &Value,
+    parse: impl Fn(usize, usize, &Value) -> Result<T, ParseError>,
+) -> Result<Vec<Vec<T>>, ParseError> {
+    let rows = value
+        .as_array()
+        .ok_or_else(|| ParseError::field(field, "must be an array of layers"))?;
+    rows.iter()
+        .enumerate()
+        .map(|(layer, row)| {
+            let row = row
+                .as_array()
+                .ok_or_else(|| ParseError::layer(field, layer, "must be an array"))?;
+            row.iter()
+                .enumerate()
+                .map(|(index, v)| parse(layer, index, v))
+                .collect()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topo() -> Topology {
+        Topology::from_json(
+            r#"{"num_layers": 1, "num_logical_experts": 4, "num_groups": 2,
+                "num_nodes": 1, "gpus_per_node": 2, "slots_per_gpu": 3}"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn derives_log2phy_and_logcnt() {
+        let p = Plan::from_json(r#"{"phy2log": [[0,1,2,3,0,0]]}"#, &topo()).unwrap();
+        assert_eq!(p.logcnt(4), vec![vec![3, 1, 1, 1]]);
+        assert_eq!(p.log2phy(4)[0][0], vec![0, 4, 5]);
+        assert_eq!(p.log2phy(4)[0][3], vec![3, -1, -1]);
+        let shares = p.layer_shares(0, 4);
+        assert!((shares[0] - 1.0 / 3.0).abs() < 1e-12);
+        assert_eq!(shares[1], 1.0);
+    }
+
+    #[test]
+    fn rejects_bad_plans() {
+        let t = topo();
+        let e = Plan::from_json(r#"{"phy2log": [[0,1,2,9,0,0]]}"#, &t).unwrap_err();
+        assert_eq!(e.to_string(), "`phy2log` layer 0 index 3: unknown expert 9 (the model has 4)");
+        let e = Plan::from_json(r#"{"phy2log": [[0,1,2,0,0,0]]}"#, &t).unwrap_err();
+        assert!(e.to_string().contains("expert 3 has no slot"), "{e}");
+        let e = Plan::from_json(r#"{"phy2log": [[0,1,2,3,0]]}"#, &t).unwrap_err();
+        assert!(e.to_string().contains("5 slots"), "{e}");
+        let e = Plan::from_json(
+            r#"{"phy2log": [[0,1,2,3,0,0]], "replica_share": [[0.5,1,1,1,0.5,0.5]]}"#,
+            &t,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("expert 0 sum to 1.5"), "{e}");
+    }
+}
