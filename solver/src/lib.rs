@@ -18,15 +18,19 @@
 //! # Ok::<(), ballast_solver::ParseError>(())
 //! ```
 
+pub mod bound;
 pub mod error;
+pub mod export;
 pub mod load;
 pub mod plan;
 pub mod planner;
+pub mod routing;
 pub mod score;
 pub mod topology;
 
+pub use bound::{model_bounds, LayerBounds, ModelBounds};
 pub use error::ParseError;
 pub use load::LoadMatrix;
 pub use plan::Plan;
+pub use planner::{solve, PlanError, PlanOptions, PlanOutcome, PlanStats, Policy, Split};
 pub use topology::{Topology, TopologySpec};
-pub use planner::{solve, PlanOptions, PlanOutcome, PlanStats, Policy, Split};

@@ -14,10 +14,20 @@ pub struct LoadMatrix {
 
 fn check_value(layer: usize, index: usize, value: f64) -> Result<f64, ParseError> {
     if !value.is_finite() {
-        return Err(ParseError::entry("load", layer, index, format!("{value} is not a finite number")));
+        return Err(ParseError::entry(
+            "load",
+            layer,
+            index,
+            format!("{value} is not a finite number"),
+        ));
     }
     if value < 0.0 {
-        return Err(ParseError::entry("load", layer, index, format!("{value} is negative")));
+        return Err(ParseError::entry(
+            "load",
+            layer,
+            index,
+            format!("{value} is negative"),
+        ));
     }
     Ok(value)
 }
@@ -34,7 +44,10 @@ impl LoadMatrix {
                 values.push(check_value(layer, index, v)?);
             }
         }
-        Ok(LoadMatrix { num_experts, values })
+        Ok(LoadMatrix {
+            num_experts,
+            values,
+        })
     }
 
     /// Parses `load.json` (`{"load": [[E numbers] × L]}`).
@@ -63,13 +76,16 @@ impl LoadMatrix {
                 .ok_or_else(|| ParseError::layer("load", layer, "must be an array of numbers"))?;
             check_row_len(layer, row.len(), num_experts)?;
             for (index, v) in row.iter().enumerate() {
-                let v = v
-                    .as_f64()
-                    .ok_or_else(|| ParseError::entry("load", layer, index, format!("{v} is not a number")))?;
+                let v = v.as_f64().ok_or_else(|| {
+                    ParseError::entry("load", layer, index, format!("{v} is not a number"))
+                })?;
                 values.push(check_value(layer, index, v)?);
             }
         }
-        Ok(LoadMatrix { num_experts, values })
+        Ok(LoadMatrix {
+            num_experts,
+            values,
+        })
     }
 
     /// Parses CSV: one row per layer, `E` numbers each, an optional header row.
@@ -105,7 +121,10 @@ impl LoadMatrix {
             layer += 1;
         }
         check_layer_count(layer, topology)?;
-        Ok(LoadMatrix { num_experts, values })
+        Ok(LoadMatrix {
+            num_experts,
+            values,
+        })
     }
 
     pub fn num_layers(&self) -> usize {

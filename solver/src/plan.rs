@@ -24,7 +24,12 @@ impl Plan {
         replica_share: Option<Vec<Vec<f64>>>,
         topology: &Topology,
     ) -> Result<Self, ParseError> {
-        check_shape("phy2log", phy2log.len(), phy2log.iter().map(Vec::len), topology)?;
+        check_shape(
+            "phy2log",
+            phy2log.len(),
+            phy2log.iter().map(Vec::len),
+            topology,
+        )?;
         let num_experts = topology.num_logical_experts();
         for (layer, row) in phy2log.iter().enumerate() {
             let mut placed = vec![false; num_experts];
@@ -49,7 +54,12 @@ impl Plan {
             }
         }
         if let Some(shares) = &replica_share {
-            check_shape("replica_share", shares.len(), shares.iter().map(Vec::len), topology)?;
+            check_shape(
+                "replica_share",
+                shares.len(),
+                shares.iter().map(Vec::len),
+                topology,
+            )?;
             for (layer, (row, experts)) in shares.iter().zip(&phy2log).enumerate() {
                 let mut sums = vec![0.0; num_experts];
                 for (slot, (&share, &expert)) in row.iter().zip(experts).enumerate() {
@@ -105,7 +115,12 @@ impl Plan {
             None | Some(Value::Null) => None,
             Some(shares) => Some(parse_rows("replica_share", shares, |layer, index, v| {
                 v.as_f64().ok_or_else(|| {
-                    ParseError::entry("replica_share", layer, index, format!("{v} is not a number"))
+                    ParseError::entry(
+                        "replica_share",
+                        layer,
+                        index,
+                        format!("{v} is not a number"),
+                    )
                 })
             })?),
         };
@@ -209,7 +224,10 @@ fn check_shape(
     if layers != topology.num_layers() {
         return Err(ParseError::field(
             field,
-            format!("has {layers} layers, topology has {}", topology.num_layers()),
+            format!(
+                "has {layers} layers, topology has {}",
+                topology.num_layers()
+            ),
         ));
     }
     let slots = topology.num_slots();
@@ -272,7 +290,10 @@ mod tests {
     fn rejects_bad_plans() {
         let t = topo();
         let e = Plan::from_json(r#"{"phy2log": [[0,1,2,9,0,0]]}"#, &t).unwrap_err();
-        assert_eq!(e.to_string(), "`phy2log` layer 0 index 3: unknown expert 9 (the model has 4)");
+        assert_eq!(
+            e.to_string(),
+            "`phy2log` layer 0 index 3: unknown expert 9 (the model has 4)"
+        );
         let e = Plan::from_json(r#"{"phy2log": [[0,1,2,0,0,0]]}"#, &t).unwrap_err();
         assert!(e.to_string().contains("expert 3 has no slot"), "{e}");
         let e = Plan::from_json(r#"{"phy2log": [[0,1,2,3,0]]}"#, &t).unwrap_err();

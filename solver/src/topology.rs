@@ -43,7 +43,10 @@ pub struct TopologySpec {
 
 fn positive(field: &str, value: i64) -> Result<usize, ParseError> {
     if value <= 0 {
-        return Err(ParseError::field(field, format!("must be positive, got {value}")));
+        return Err(ParseError::field(
+            field,
+            format!("must be positive, got {value}"),
+        ));
     }
     usize::try_from(value).map_err(|_| ParseError::field(field, "too large"))
 }
@@ -96,7 +99,10 @@ impl Topology {
                 if speeds.len() != num_gpus {
                     return Err(ParseError::field(
                         "gpu_speed",
-                        format!("has {} entries, expected {num_gpus} (one per GPU)", speeds.len()),
+                        format!(
+                            "has {} entries, expected {num_gpus} (one per GPU)",
+                            speeds.len()
+                        ),
                     ));
                 }
                 if let Some((g, s)) = speeds
@@ -116,7 +122,10 @@ impl Topology {
         let expert_bytes = match spec.expert_bytes {
             None => None,
             Some(b) if b < 0 => {
-                return Err(ParseError::field("expert_bytes", format!("must not be negative, got {b}")))
+                return Err(ParseError::field(
+                    "expert_bytes",
+                    format!("must not be negative, got {b}"),
+                ))
             }
             Some(b) => Some(b as u64),
         };
@@ -153,7 +162,8 @@ impl Topology {
             num_nodes: self.num_nodes as i64,
             gpus_per_node: self.gpus_per_node as i64,
             slots_per_gpu: self.slots_per_gpu as i64,
-            gpu_speed: (!self.uniform_speed || self.gpu_speed[0] != 1.0).then(|| self.gpu_speed.clone()),
+            gpu_speed: (!self.uniform_speed || self.gpu_speed[0] != 1.0)
+                .then(|| self.gpu_speed.clone()),
             expert_bytes: self.expert_bytes.map(|b| b as i64),
             first_moe_layer: (self.first_moe_layer != 0).then_some(self.first_moe_layer as i64),
         }
@@ -220,7 +230,7 @@ impl Topology {
     /// Node-local (hierarchical) placement is possible when whole groups
     /// divide evenly among the nodes (SPEC: `K % N == 0`).
     pub fn supports_hierarchical(&self) -> bool {
-        self.num_groups % self.num_nodes == 0
+        self.num_groups.is_multiple_of(self.num_nodes)
     }
 }
 
@@ -255,12 +265,21 @@ mod tests {
     fn rejects_bad_speed_and_groups() {
         let text = r#"{"num_layers": 1, "num_logical_experts": 64, "num_groups": 7,
             "num_nodes": 1, "gpus_per_node": 8, "slots_per_gpu": 10}"#;
-        assert!(Topology::from_json(text).unwrap_err().to_string().contains("num_groups"));
+        assert!(Topology::from_json(text)
+            .unwrap_err()
+            .to_string()
+            .contains("num_groups"));
         let text = r#"{"num_layers": 1, "num_logical_experts": 8, "num_groups": 1,
             "num_nodes": 1, "gpus_per_node": 2, "slots_per_gpu": 4, "gpu_speed": [1.0, -1]}"#;
-        assert!(Topology::from_json(text).unwrap_err().to_string().contains("gpu_speed[1]"));
+        assert!(Topology::from_json(text)
+            .unwrap_err()
+            .to_string()
+            .contains("gpu_speed[1]"));
         let text = r#"{"num_layers": 0, "num_logical_experts": 8, "num_groups": 1,
             "num_nodes": 1, "gpus_per_node": 2, "slots_per_gpu": 4}"#;
-        assert!(Topology::from_json(text).unwrap_err().to_string().contains("num_layers"));
+        assert!(Topology::from_json(text)
+            .unwrap_err()
+            .to_string()
+            .contains("num_layers"));
     }
 }

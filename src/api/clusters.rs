@@ -1,0 +1,113 @@
+//! `PUT/GET /v1/clusters/{cluster}` and `GET /v1/clusters`.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use ballast_solver::Topology;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::{cluster_entry, parse_cluster, rfc3339};
+use crate::registry::ClusterInfo;
+use crate::state::{now_ms, AppState};
+
+pub async fn put(
+    State(state): State<AppState>,
+    Path(cluster): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let name = parse_cluster(&cluster)?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::bad_request("invalid_topology", "the body is not UTF-8 text"))?;
+    let topology = Topology::from_json(text)
+        .map_err(|e| ApiError::bad_request("invalid_topology", e.to_string()))?;
+    let outcome = state
+        .store
+        .put_cluster(name.as_str(), &topology, now_ms())
+        .await?;
+    let row = state.store.cluster(name.as_str()).await?.ok_or_else(|| {
+        ApiError::unavailable("the cluster vanished right after it was written; retry")
+    })?;
+    state.registry.install(ClusterInfo {
+        name: name.clone(),
+        topology: Arc::new(row.topology),
+        lineage: row.lineage,
+        created_at_ms: row.created_at_ms,
+        updated_at_ms: row.updated_at_ms,
+    });
+    let new_lineage = outcome.changed && !outcome.created;
+    let message = match (outcome.created, outcome.changed, outcome.retired_version) {
+        (true, _, _) => "cluster created".to_owned(),
+        (false, false, _) => "topology unchanged".to_owned(),
+        (false, true, Some(v)) => format!(
+            "topology changed: plan lineage {} starts; plans up to version {v} belong to lineage {} and no longer apply",
+            outcome.lineage,
+            outcome.lineage - 1
+        ),
+        (false, true, None) => format!("topology changed: plan lineage {} starts", outcome.lineage),
+    };
+    let status = if outcome.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(json!({
+            "cluster": name.as_str(),
+            "created": outcome.created,
+            "changed": outcome.changed,
+            "lineage": outcome.lineage,
+            "new_lineage": new_lineage,
+            "retired_version": outcome.retired_version,
+            "message": message,
+            "topology": topology.to_spec(),
+        })),
+    ))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    Path(cluster): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let entry = cluster_entry(&state, &cluster).await?;
+    let info = entry.info();
+    let workers = state.store.workers(info.name.as_str()).await?;
+    let count = |f: &dyn Fn(&crate::store::workers::WorkerRow) -> bool| {
+        workers.iter().filter(|w| f(w)).count()
+    };
+    Ok(Json(json!({
+        "cluster": info.name.as_str(),
+        "topology": info.topology.to_spec(),
+        "lineage": info.lineage,
+        "created_at": rfc3339(info.created_at_ms),
+        "updated_at": rfc3339(info.updated_at_ms),
+        "latest_version": entry.latest().map(|p| p.version),
+        "workers": {
+            "up": count(&|w| w.last_seen_at_ms.is_some() && w.down_since_ms.is_none()),
+            "down": count(&|w| w.down_since_ms.is_some()),
+            "unknown": count(&|w| w.last_seen_at_ms.is_none()),
+        },
+    })))
+}
+
+pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    state.registry.sync().await?;
+    let clusters: Vec<Value> = state
+        .registry
+        .entries()
+        .iter()
+        .map(|entry| {
+            let info = entry.info();
+            json!({
+                "cluster": info.name.as_str(),
+                "lineage": info.lineage,
+                "latest_version": entry.latest().map(|p| p.version),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "clusters": clusters })))
+}

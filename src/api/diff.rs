@@ -1,0 +1,137 @@
+//! `GET /v1/clusters/{cluster}/plans/{version}/diff?from=V`: what each GPU
+//! must load and evict to go from plan `V` to plan `version`.
+
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use ballast_solver::score;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::{cluster_entry, parse_version};
+use crate::domain::WorkerName;
+use crate::state::AppState;
+
+#[derive(Deserialize)]
+pub struct DiffQuery {
+    from: Option<i64>,
+}
+
+/// Multiset difference of two GPUs' slot contents: (`new - old`, `old - new`).
+pub fn gpu_diff(old: &[u32], new: &[u32]) -> (Vec<u32>, Vec<u32>) {
+    let mut a = old.to_vec();
+    let mut b = new.to_vec();
+    a.sort_unstable();
+    b.sort_unstable();
+    let (mut load, mut evict) = (Vec::new(), Vec::new());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        match (a.get(i), b.get(j)) {
+            (Some(x), Some(y)) if x == y => {
+                i += 1;
+                j += 1;
+            }
+            (Some(x), Some(y)) if x < y => {
+                evict.push(*x);
+                i += 1;
+            }
+            (_, Some(y)) => {
+                load.push(*y);
+                j += 1;
+            }
+            (Some(x), None) => {
+                evict.push(*x);
+                i += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    (load, evict)
+}
+
+pub async fn diff(
+    State(state): State<AppState>,
+    Path((cluster, version)): Path<(String, String)>,
+    Query(query): Query<DiffQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let entry = cluster_entry(&state, &cluster).await?;
+    let to_version = parse_version(&version)?;
+    let from_version = query.from.unwrap_or(to_version - 1);
+    let fetch = |v: i64| {
+        let state = state.clone();
+        let entry = entry.clone();
+        let cluster = cluster.clone();
+        async move {
+            state.registry.plan(&entry, v).await?.ok_or_else(|| {
+                ApiError::not_found(
+                    "plan_not_found",
+                    format!("cluster {cluster} has no plan version {v}"),
+                )
+            })
+        }
+    };
+    let to = fetch(to_version).await?;
+    let from = fetch(from_version).await?;
+    if from.lineage != to.lineage {
+        return Err(ApiError::conflict(
+            "lineage_mismatch",
+            format!(
+                "versions {from_version} and {to_version} were made for different topologies (lineages {} and {})",
+                from.lineage, to.lineage
+            ),
+        ));
+    }
+    let topology = &to.topology;
+    let s = topology.slots_per_gpu();
+    let bytes_per_expert = topology.expert_bytes();
+    let mut gpus = Vec::new();
+    let mut total = 0usize;
+    for gpu in 0..topology.num_gpus() {
+        let mut layers = Vec::new();
+        let mut loads = 0;
+        let mut evictions = 0;
+        for layer in 0..topology.num_layers() {
+            let range = gpu * s..(gpu + 1) * s;
+            let (load, evict) = gpu_diff(
+                &from.plan.layer(layer)[range.clone()],
+                &to.plan.layer(layer)[range],
+            );
+            if !load.is_empty() || !evict.is_empty() {
+                loads += load.len();
+                evictions += evict.len();
+                layers.push(json!({ "layer": layer, "load": load, "evict": evict }));
+            }
+        }
+        if !layers.is_empty() {
+            total += loads;
+            gpus.push(json!({
+                "gpu": gpu,
+                "worker": WorkerName::of_gpu(gpu, topology).as_str(),
+                "loads": loads,
+                "evictions": evictions,
+                "bytes": bytes_per_expert.map(|b| b * loads as u64),
+                "layers": layers,
+            }));
+        }
+    }
+    debug_assert_eq!(total, score::migrations(topology, &from.plan, &to.plan));
+    Ok(Json(json!({
+        "cluster": cluster,
+        "from": from_version,
+        "to": to_version,
+        "migrations": total,
+        "bytes": bytes_per_expert.map(|b| b * total as u64),
+        "gpus": gpus,
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gpu_diff;
+
+    #[test]
+    fn multiset_difference() {
+        assert_eq!(gpu_diff(&[3, 1, 1], &[1, 2, 2]), (vec![2, 2], vec![1, 3]));
+        assert_eq!(gpu_diff(&[5, 4], &[4, 5]), (vec![], vec![]));
+    }
+}

@@ -1,0 +1,92 @@
+//! API errors: a status, a stable machine-readable `code` and a human
+//! `message`, always sent as `{"code": .., "message": ..}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use tracing::error;
+
+use crate::planner_loop::candidate::CandidateError;
+use crate::planner_loop::cycle::CycleError;
+use crate::store::StoreError;
+
+/// An error response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, code, message)
+    }
+
+    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Body {
+            code: self.code,
+            message: &self.message,
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        // Database details stay in the log; the client learns it is on our side.
+        error!(error = %err, "store error");
+        ApiError::unavailable("the database is unavailable or returned an error; retry later")
+    }
+}
+
+impl From<CycleError> for ApiError {
+    fn from(err: CycleError) -> Self {
+        match err {
+            CycleError::NoTelemetry => ApiError::conflict("no_telemetry", err.to_string()),
+            CycleError::Superseded { .. } => ApiError::conflict("superseded", err.to_string()),
+            CycleError::Candidate(CandidateError::Capacity { .. }) => {
+                ApiError::conflict("insufficient_capacity", err.to_string())
+            }
+            CycleError::Candidate(_) | CycleError::Join(_) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "solve_failed",
+                err.to_string(),
+            ),
+            CycleError::Store(e) => e.into(),
+        }
+    }
+}

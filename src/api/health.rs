@@ -1,0 +1,58 @@
+//! `/healthz` (the process answers), `/readyz` (it can do its job: the
+//! database answers, every migration is applied, the planner loop is making
+//! progress) and `/metrics`.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::state::AppState;
+
+pub async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let database = state.store.ping().await;
+    let migrations = match &database {
+        Ok(()) => state
+            .store
+            .migrations_applied()
+            .await
+            .map_err(|e| e.to_string()),
+        Err(_) => Err("database unreachable".to_owned()),
+    };
+    let stall = state.config.planner_stall_timeout;
+    let age = state.heartbeat.age();
+    let planner_ok = age.is_some_and(|a| a <= stall);
+    let database_ok = database.is_ok();
+    let migrations_ok = matches!(migrations, Ok(true));
+    let ready = database_ok && migrations_ok && planner_ok;
+    let body = json!({
+        "ready": ready,
+        "checks": {
+            "database": { "ok": database_ok, "error": database.err().map(|e| e.to_string()) },
+            "migrations": { "ok": migrations_ok, "error": migrations.err() },
+            "planner": {
+                "ok": planner_ok,
+                "last_progress_seconds_ago": age.map(|a| a.as_secs_f64()),
+                "stall_timeout_seconds": stall.as_secs_f64(),
+            },
+        },
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body))
+}
+
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}

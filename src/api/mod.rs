@@ -1,0 +1,290 @@
+//! The HTTP API. [`routes`] is the one table of every route, its access
+//! level and handler; the router and the OpenAPI consistency test both read
+//! it. Every error, including the framework's own (unknown route, body too
+//! large, bad query), leaves as `{"code": .., "message": ..}`.
+
+pub mod auth;
+pub mod clusters;
+pub mod diff;
+pub mod error;
+pub mod health;
+pub mod openapi;
+pub mod plans;
+pub mod rebalance;
+pub mod stream;
+pub mod telemetry;
+pub mod workers;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{from_fn, from_fn_with_state, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put, MethodRouter};
+use axum::Router;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::trace::TraceLayer;
+
+use crate::domain::ClusterName;
+use crate::registry::ClusterEntry;
+use crate::state::AppState;
+use error::ApiError;
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Public,
+    Worker,
+    Admin,
+}
+
+/// One row of the route table.
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub access: Access,
+    pub handler: MethodRouter<AppState>,
+}
+
+/// Every route of the service.
+pub fn routes() -> Vec<Route> {
+    use Access::*;
+    let r = |method, path, access, handler| Route {
+        method,
+        path,
+        access,
+        handler,
+    };
+    vec![
+        r("GET", "/healthz", Public, get(health::healthz)),
+        r("GET", "/readyz", Public, get(health::readyz)),
+        r("GET", "/metrics", Public, get(health::metrics)),
+        r("GET", "/v1/openapi.json", Public, get(openapi::document)),
+        r("GET", "/v1/clusters", Worker, get(clusters::list)),
+        r("PUT", "/v1/clusters/{cluster}", Admin, put(clusters::put)),
+        r("GET", "/v1/clusters/{cluster}", Worker, get(clusters::get)),
+        r(
+            "POST",
+            "/v1/clusters/{cluster}/telemetry",
+            Worker,
+            post(telemetry::post),
+        ),
+        r(
+            "GET",
+            "/v1/clusters/{cluster}/telemetry/windows",
+            Worker,
+            get(telemetry::windows),
+        ),
+        r(
+            "POST",
+            "/v1/clusters/{cluster}/rebalance",
+            Admin,
+            post(rebalance::post),
+        ),
+        r(
+            "GET",
+            "/v1/clusters/{cluster}/decisions",
+            Worker,
+            get(workers::decisions),
+        ),
+        r(
+            "GET",
+            "/v1/clusters/{cluster}/plans",
+            Worker,
+            get(plans::list),
+        ),
+        r(
+            "GET",
+            "/v1/clusters/{cluster}/plans/latest",
+            Worker,
+            get(plans::latest),
+        ),
+        r(
+            "GET",
+            "/v1/clusters/{cluster}/plans/stream",
+            Worker,
+            get(stream::stream),
+        ),
+        r(
+            "GET",
+            "/v1/clusters/{cluster}/plans/{version}",
+            Worker,
+            get(plans::by_version),
+        ),
+        r(
+            "GET",
+            "/v1/clusters/{cluster}/plans/{version}/diff",
+            Worker,
+            get(diff::diff),
+        ),
+        r(
+            "GET",
+            "/v1/clusters/{cluster}/plans/{version}/rollout",
+            Worker,
+            get(workers::rollout),
+        ),
+        r(
+            "GET",
+            "/v1/clusters/{cluster}/workers",
+            Worker,
+            get(workers::list),
+        ),
+        r(
+            "POST",
+            "/v1/clusters/{cluster}/workers/{worker}/ack",
+            Worker,
+            post(workers::ack),
+        ),
+    ]
+}
+
+/// Request ids: a per-process counter (`x-request-id`), kept if the client sent one.
+#[derive(Clone, Default)]
+struct Counter(Arc<AtomicU64>);
+
+impl MakeRequestId for Counter {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        let id = self.0.fetch_add(1, Ordering::Relaxed) + 1;
+        HeaderValue::from_str(&format!("{id:x}"))
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
+/// Builds the application's router.
+pub fn router(state: AppState) -> Router {
+    let mut by_path: BTreeMap<&'static str, MethodRouter<AppState>> = BTreeMap::new();
+    for route in routes() {
+        let handler = match route.access {
+            Access::Public => route.handler,
+            Access::Worker => route
+                .handler
+                .route_layer(from_fn_with_state(state.clone(), auth::require_worker)),
+            Access::Admin => route
+                .handler
+                .route_layer(from_fn_with_state(state.clone(), auth::require_admin)),
+        };
+        let merged = match by_path.remove(route.path) {
+            Some(existing) => existing.merge(handler),
+            None => handler,
+        };
+        by_path.insert(route.path, merged);
+    }
+    let mut router = Router::new();
+    for (path, handler) in by_path {
+        router = router.route(path, handler);
+    }
+    let header = header::HeaderName::from_static("x-request-id");
+    router
+        .fallback(|| async { ApiError::not_found("not_found", "no such route") })
+        .layer(from_fn_with_state(state.clone(), record_metrics))
+        .layer(from_fn(json_errors))
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                let id = req
+                    .extensions()
+                    .get::<RequestId>()
+                    .and_then(|id| id.header_value().to_str().ok())
+                    .unwrap_or("-")
+                    .to_owned();
+                tracing::info_span!("request", method = %req.method(), uri = %req.uri(), request_id = %id)
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(header.clone()))
+        .layer(SetRequestIdLayer::new(header, Counter::default()))
+        .with_state(state)
+}
+
+/// Counts requests and latency per route template (bounded labels).
+async fn record_metrics(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let method = req.method().as_str().to_owned();
+    let response = next.run(req).await;
+    let m = &state.metrics;
+    m.http_requests
+        .with_label_values(&[&route, &method, response.status().as_str()])
+        .inc();
+    m.http_seconds
+        .with_label_values(&[&route])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Rewrites the framework's plain-text error responses as `{code, message}`.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let code = match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "unprocessable",
+        _ => "error",
+    };
+    let text = axum::body::to_bytes(response.into_body(), 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        text
+    };
+    ApiError::new(status, code, message).into_response()
+}
+
+/// Unix milliseconds as RFC 3339 (UTC, millisecond precision).
+pub fn rfc3339(ms: i64) -> String {
+    let time = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+pub(crate) fn parse_cluster(name: &str) -> Result<ClusterName, ApiError> {
+    ClusterName::parse(name)
+        .map_err(|e| ApiError::bad_request("invalid_cluster_name", e.to_string()))
+}
+
+pub(crate) fn parse_version(text: &str) -> Result<i64, ApiError> {
+    text.parse::<i64>().ok().filter(|v| *v >= 1).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_version",
+            format!("`{text}` is not a plan version (1, 2, ...)"),
+        )
+    })
+}
+
+/// The cluster's live entry, or 404.
+pub(crate) async fn cluster_entry(
+    state: &AppState,
+    name: &str,
+) -> Result<Arc<ClusterEntry>, ApiError> {
+    let name = parse_cluster(name)?;
+    state.registry.load(name.as_str()).await?.ok_or_else(|| {
+        ApiError::not_found(
+            "cluster_not_found",
+            format!("cluster {name} does not exist; PUT its topology first"),
+        )
+    })
+}

@@ -1,0 +1,212 @@
+//! Reading plans: latest (ETag, `If-None-Match`, `?wait=` long-poll), by
+//! version, history, and engine exports (`?format=sglang|vllm|trtllm`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use ballast_solver::export::{self, Engine};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::{cluster_entry, parse_version, rfc3339};
+use crate::registry::PublishedPlan;
+use crate::state::AppState;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct PlanQuery {
+    /// Long-poll: how long to wait for a plan newer than `If-None-Match`.
+    pub wait: Option<String>,
+    /// Engine export format.
+    pub format: Option<String>,
+}
+
+/// Parses `?wait=` (`30s`, `500ms`, or plain seconds), capped at `max`.
+pub fn parse_wait(text: &str, max: Duration) -> Result<Duration, ApiError> {
+    let wait = match text.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => humantime::parse_duration(text).map_err(|_| {
+            ApiError::bad_request(
+                "invalid_query",
+                format!("wait=`{text}` is not a duration like 30s"),
+            )
+        })?,
+    };
+    Ok(wait.min(max))
+}
+
+/// The highest plan version named in `If-None-Match` (`"7"`, `W/"7"`,
+/// `"7-sglang"`, or a list of them).
+pub fn known_version(headers: &HeaderMap) -> Option<i64> {
+    let value = headers.get(header::IF_NONE_MATCH)?.to_str().ok()?;
+    value
+        .split(',')
+        .filter_map(|tag| {
+            let tag = tag.trim().trim_start_matches("W/").trim_matches('"');
+            tag.split('-').next()?.parse::<i64>().ok()
+        })
+        .max()
+}
+
+fn format_of(query: &PlanQuery) -> Result<Option<Engine>, ApiError> {
+    query
+        .format
+        .as_deref()
+        .map(|f| {
+            Engine::parse(f).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    format!("format=`{f}`: use sglang, vllm or trtllm"),
+                )
+            })
+        })
+        .transpose()
+}
+
+fn header_value(text: &str) -> HeaderValue {
+    // ETags and media types here are ASCII built from integers and names.
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+/// A plan as a response: the cached document, or an engine export.
+fn respond(plan: &PublishedPlan, format: Option<Engine>) -> Response {
+    let (etag, content_type, body) = match format {
+        None => (
+            plan.etag.clone(),
+            "application/json",
+            Body::from(plan.body.clone()),
+        ),
+        Some(engine) => (
+            format!("\"{}-{}\"", plan.version, engine.name()),
+            if engine == Engine::Trtllm {
+                "application/yaml"
+            } else {
+                "application/json"
+            },
+            Body::from(engine.render(&plan.topology, &plan.plan)),
+        ),
+    };
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(header::ETAG, header_value(&etag));
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if format.is_some() && export::drops_shares(&plan.plan) {
+        headers.insert(
+            "x-ballast-drops-replica-share",
+            HeaderValue::from_static("true"),
+        );
+    }
+    response
+}
+
+fn not_modified(version: i64) -> Response {
+    let mut response = StatusCode::NOT_MODIFIED.into_response();
+    response
+        .headers_mut()
+        .insert(header::ETAG, header_value(&crate::registry::etag(version)));
+    response
+}
+
+pub async fn latest(
+    State(state): State<AppState>,
+    Path(cluster): Path<String>,
+    Query(query): Query<PlanQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let entry = cluster_entry(&state, &cluster).await?;
+    let format = format_of(&query)?;
+    let known = known_version(&headers);
+    let wait = query
+        .wait
+        .as_deref()
+        .map(|w| parse_wait(w, state.config.max_wait))
+        .transpose()?
+        .unwrap_or_default();
+    let is_newer = |p: &Option<Arc<PublishedPlan>>| {
+        p.as_ref()
+            .is_some_and(|p| known.is_none_or(|k| p.version > k))
+    };
+    let current = entry.latest();
+    if is_newer(&current) {
+        if let Some(plan) = current {
+            return Ok(respond(&plan, format));
+        }
+    }
+    if !wait.is_zero() {
+        let mut rx = entry.subscribe();
+        let waited = tokio::select! {
+            r = tokio::time::timeout(wait, rx.wait_for(is_newer)) => r.ok().and_then(|r| r.ok().map(|p| p.clone())),
+            _ = state.shutting_down() => None,
+        };
+        if let Some(Some(plan)) = waited {
+            return Ok(respond(&plan, format));
+        }
+    }
+    match known {
+        Some(k) => Ok(not_modified(entry.latest().map_or(k, |p| p.version.max(k)))),
+        None => Err(ApiError::not_found(
+            "no_plan",
+            format!("cluster {cluster} has no plan for its current topology yet"),
+        )),
+    }
+}
+
+pub async fn by_version(
+    State(state): State<AppState>,
+    Path((cluster, version)): Path<(String, String)>,
+    Query(query): Query<PlanQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let entry = cluster_entry(&state, &cluster).await?;
+    let version = parse_version(&version)?;
+    let format = format_of(&query)?;
+    let plan = state.registry.plan(&entry, version).await?.ok_or_else(|| {
+        ApiError::not_found(
+            "plan_not_found",
+            format!("cluster {cluster} has no plan version {version}"),
+        )
+    })?;
+    if known_version(&headers) == Some(version) {
+        return Ok(not_modified(version));
+    }
+    Ok(respond(&plan, format))
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    limit: Option<usize>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Path(cluster): Path<String>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let entry = cluster_entry(&state, &cluster).await?;
+    let info = entry.info();
+    let limit = query.limit.unwrap_or(20).clamp(1, 1000);
+    let plans: Vec<Value> = state
+        .store
+        .plan_summaries(info.name.as_str(), limit)
+        .await?
+        .into_iter()
+        .map(|p| {
+            json!({
+                "version": p.version,
+                "lineage": p.lineage,
+                "created_at": rfc3339(p.created_at_ms),
+                "reason": p.reason,
+                "stats": serde_json::from_str::<Value>(&p.stats).unwrap_or(Value::Null),
+            })
+        })
+        .collect();
+    Ok(Json(
+        json!({ "cluster": info.name.as_str(), "lineage": info.lineage, "plans": plans }),
+    ))
+}

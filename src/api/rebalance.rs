@@ -1,0 +1,52 @@
+//! `POST /v1/clusters/{cluster}/rebalance[?dry_run=true]`: plan now.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::cluster_entry;
+use super::error::ApiError;
+use crate::planner_loop::cycle::{self, Outcome, Trigger};
+use crate::state::AppState;
+
+#[derive(Deserialize)]
+pub struct RebalanceQuery {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+pub async fn post(
+    State(state): State<AppState>,
+    Path(cluster): Path<String>,
+    Query(query): Query<RebalanceQuery>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let entry = cluster_entry(&state, &cluster).await?;
+    let report = cycle::run(
+        &state,
+        &entry,
+        Trigger::Rebalance {
+            dry_run: query.dry_run,
+        },
+    )
+    .await?;
+    let (status, published, version, candidate) = match report.outcome {
+        Outcome::Published(plan) => (StatusCode::CREATED, true, Some(plan.version), None),
+        Outcome::DryRun(doc) => (StatusCode::OK, false, None, Some(doc)),
+        Outcome::Skipped => (StatusCode::OK, false, None, None),
+    };
+    Ok((
+        status,
+        Json(json!({
+            "cluster": cluster,
+            "dry_run": query.dry_run,
+            "published": published,
+            "version": version,
+            "reason": report.reason,
+            "detail": report.detail,
+            "figures": report.figures,
+            "candidate": candidate,
+        })),
+    ))
+}

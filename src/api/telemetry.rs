@@ -1,0 +1,245 @@
+//! `POST /v1/clusters/{cluster}/telemetry` (one worker window, JSON or the
+//! binary encoding) and `GET .../telemetry/windows` (the aggregated windows).
+
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::{cluster_entry, rfc3339};
+use crate::domain::load_codec;
+use crate::domain::window_binary;
+use crate::domain::{RawWindow, TelemetryWindow, WindowError, WindowLoad};
+use crate::planner_loop::cycle::bucket_of;
+use crate::registry::ClusterEntry;
+use crate::state::{now_ms, AppState};
+use crate::store::telemetry::{IngestOutcome, StagedWindow};
+
+#[derive(Clone, Copy)]
+enum Encoding {
+    Json,
+    Binary,
+}
+
+impl Encoding {
+    fn label(self) -> &'static str {
+        match self {
+            Encoding::Json => "json",
+            Encoding::Binary => "binary",
+        }
+    }
+}
+
+fn encoding(headers: &HeaderMap) -> Result<Encoding, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    if media.eq_ignore_ascii_case("application/json") {
+        Ok(Encoding::Json)
+    } else if media.eq_ignore_ascii_case(window_binary::CONTENT_TYPE) {
+        Ok(Encoding::Binary)
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!(
+                "Content-Type `{content_type}`: send application/json or {}",
+                window_binary::CONTENT_TYPE
+            ),
+        ))
+    }
+}
+
+fn invalid(err: WindowError) -> ApiError {
+    let code = match err {
+        WindowError::Worker(_) => "unknown_worker",
+        _ => "invalid_window",
+    };
+    ApiError::unprocessable(code, err.to_string())
+}
+
+pub async fn post(
+    State(state): State<AppState>,
+    Path(cluster): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let started = Instant::now();
+    let result = ingest(&state, &cluster, &headers, &body).await;
+    let m = &state.metrics;
+    match &result {
+        Ok((status, _)) => {
+            let label = if *status == StatusCode::ACCEPTED {
+                "accepted"
+            } else {
+                "duplicate"
+            };
+            m.ingest_windows.with_label_values(&[label]).inc();
+            m.ingest_seconds.observe(started.elapsed().as_secs_f64());
+        }
+        Err(err) => m.ingest_rejections.with_label_values(&[err.code]).inc(),
+    }
+    result
+}
+
+async fn ingest(
+    state: &AppState,
+    cluster: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let encoding = encoding(headers)?;
+    state
+        .metrics
+        .ingest_bytes
+        .with_label_values(&[encoding.label()])
+        .inc_by(body.len() as u64);
+    let entry = cluster_entry(state, cluster).await?;
+    let info = entry.info();
+    let raw = match encoding {
+        Encoding::Json => RawWindow::from_json(body),
+        Encoding::Binary => window_binary::decode(body),
+    }
+    .map_err(|e| ApiError::bad_request("malformed_window", e.to_string()))?;
+    let now = now_ms();
+    let window = raw.validate(&info.topology, now).map_err(invalid)?;
+    let logical = logical_load(state, &entry, &window).await?;
+    let bucket = bucket_of(window.end_ms, state.config.window.as_millis() as i64);
+    let outcome = state
+        .store
+        .ingest(
+            StagedWindow {
+                cluster: info.name.as_str(),
+                lineage: info.lineage,
+                worker: window.worker.as_str(),
+                seq: window.seq,
+                bucket,
+                load: load_codec::encode(&logical),
+            },
+            now,
+        )
+        .await?;
+    let window_ms = state.config.window.as_millis() as i64;
+    match outcome {
+        IngestOutcome::Accepted | IngestOutcome::Duplicate => {
+            let accepted = outcome == IngestOutcome::Accepted;
+            Ok((
+                if accepted { StatusCode::ACCEPTED } else { StatusCode::OK },
+                Json(json!({
+                    "status": if accepted { "accepted" } else { "duplicate" },
+                    "worker": window.worker.as_str(),
+                    "seq": window.seq,
+                    "window": { "start": rfc3339(bucket * window_ms), "end": rfc3339((bucket + 1) * window_ms) },
+                })),
+            ))
+        }
+        IngestOutcome::NotMonotone { last_seq } => Err(ApiError::conflict(
+            "seq_not_monotone",
+            format!(
+                "seq {} of worker {} is below its last accepted seq {last_seq} and was never accepted",
+                window.seq,
+                window.worker.as_str()
+            ),
+        )),
+        IngestOutcome::UnknownWorker => Err(ApiError::unprocessable(
+            "unknown_worker",
+            format!("worker {} is not part of the cluster's current topology", window.worker.as_str()),
+        )),
+    }
+}
+
+/// The window as logical load (`L x E`): `slot_load` is mapped through the
+/// plan it was measured under.
+async fn logical_load(
+    state: &AppState,
+    entry: &ClusterEntry,
+    window: &TelemetryWindow,
+) -> Result<Vec<f64>, ApiError> {
+    match &window.load {
+        WindowLoad::Logical(values) => Ok(values.clone()),
+        WindowLoad::Slot {
+            plan_version,
+            values,
+        } => {
+            let info = entry.info();
+            let plan = state
+                .registry
+                .plan(entry, *plan_version)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::unprocessable(
+                        "unknown_plan_version",
+                        format!("plan version {plan_version} does not exist"),
+                    )
+                })?;
+            if plan.lineage != info.lineage {
+                return Err(ApiError::conflict(
+                    "stale_plan_version",
+                    format!(
+                        "plan version {plan_version} belongs to an older topology (lineage {})",
+                        plan.lineage
+                    ),
+                ));
+            }
+            let t = &info.topology;
+            let (e, s) = (t.num_logical_experts(), t.slots_per_gpu());
+            let first_slot = window.worker.gpu() * s;
+            let mut logical = vec![0.0; t.num_layers() * e];
+            for (layer, row) in values.chunks_exact(s).enumerate() {
+                let experts = &plan.plan.layer(layer)[first_slot..first_slot + s];
+                for (&expert, &tokens) in experts.iter().zip(row) {
+                    logical[layer * e + expert as usize] += tokens;
+                }
+            }
+            Ok(logical)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct WindowsQuery {
+    limit: Option<usize>,
+}
+
+pub async fn windows(
+    State(state): State<AppState>,
+    Path(cluster): Path<String>,
+    Query(query): Query<WindowsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let entry = cluster_entry(&state, &cluster).await?;
+    let info = entry.info();
+    let len = info.topology.num_layers() * info.topology.num_logical_experts();
+    let limit = query.limit.unwrap_or(20).clamp(1, 1000);
+    let windows = state
+        .store
+        .load_windows(info.name.as_str(), info.lineage, i64::MAX, limit, len)
+        .await?;
+    let pending = state.store.pending_windows(info.name.as_str()).await?;
+    let window_ms = state.config.window.as_millis() as i64;
+    let windows: Vec<Value> = windows
+        .iter()
+        .rev()
+        .map(|w| {
+            json!({
+                "start": rfc3339(w.bucket * window_ms),
+                "end": rfc3339((w.bucket + 1) * window_ms),
+                "worker_windows": w.windows,
+                "tokens": w.load.iter().sum::<f64>(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "cluster": info.name.as_str(),
+        "lineage": info.lineage,
+        "window_seconds": state.config.window.as_secs_f64(),
+        "pending_worker_windows": pending,
+        "windows": windows,
+    })))
+}

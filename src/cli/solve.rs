@@ -1,0 +1,272 @@
+//! `ballast solve`: plan a load, write the plan (native or an engine's format)
+//! and print its figures.
+
+use std::path::{Path, PathBuf};
+
+use ballast_solver::export::{self, Engine};
+use ballast_solver::planner::{Placement, PlanError};
+use ballast_solver::{PlanOptions, PlanOutcome, PlanStats, Policy, Split, Topology};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{Args, ValueEnum};
+
+use super::error::{CliError, Problem};
+use super::{gap_percent, io, ratio, Report};
+
+#[derive(Debug, Args)]
+pub struct SolveArgs {
+    /// Cluster shape (topology.json).
+    #[arg(long)]
+    pub topology: PathBuf,
+    /// Per-layer, per-expert load: JSON (`{"load": [[..]]}`), or CSV when the name ends in .csv.
+    #[arg(long)]
+    pub load: PathBuf,
+    /// The plan in force; makes the planner migration-aware and reports migrations.
+    #[arg(long)]
+    pub previous: Option<PathBuf>,
+    /// Planner; `-hierarchical` / `-global` force the placement rule.
+    #[arg(long, default_value = "greedy", value_parser = policy_parser())]
+    pub policy: Policy,
+    /// How an expert's tokens split among its replicas (`weighted` adds `replica_share`).
+    #[arg(long, value_enum, default_value_t = SplitArg::Even)]
+    pub split: SplitArg,
+    /// Where to write the plan (written only when everything succeeded).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// File format of `--out`.
+    #[arg(long, value_enum, default_value_t = Format::Native)]
+    pub format: Format,
+}
+
+/// `--split`, mirrored here because the solver crate knows nothing of clap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SplitArg {
+    Even,
+    Weighted,
+}
+
+impl From<SplitArg> for Split {
+    fn from(split: SplitArg) -> Self {
+        match split {
+            SplitArg::Even => Split::Even,
+            SplitArg::Weighted => Split::Weighted,
+        }
+    }
+}
+
+/// What `--out` holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// plan.json: phy2log, replica_share, log2phy, logcnt and stats.
+    Native,
+    /// SGLang `--init-expert-location` JSON (all model layers).
+    Sglang,
+    /// vLLM placement tables (MoE layers only).
+    Vllm,
+    /// TensorRT-LLM MoE load-balancer YAML.
+    Trtllm,
+}
+
+impl Format {
+    fn engine(self) -> Option<Engine> {
+        match self {
+            Format::Native => None,
+            Format::Sglang => Some(Engine::Sglang),
+            Format::Vllm => Some(Engine::Vllm),
+            Format::Trtllm => Some(Engine::Trtllm),
+        }
+    }
+}
+
+/// Accepts exactly the solver's policy names (and lists them in `--help`).
+fn policy_parser() -> impl TypedValueParser<Value = Policy> {
+    PossibleValuesParser::new(Policy::ALL.map(Policy::name))
+        .try_map(|name| Policy::parse(&name).ok_or("unknown policy"))
+}
+
+pub fn run(args: &SolveArgs) -> Result<Report, CliError> {
+    let topology = io::read_topology(&args.topology)?;
+    let load = io::read_load(&args.load, &topology)?;
+    let previous = args
+        .previous
+        .as_deref()
+        .map(|path| io::read_plan(path, &topology))
+        .transpose()?;
+    let options = PlanOptions {
+        policy: args.policy,
+        split: args.split.into(),
+        previous,
+    };
+    let outcome =
+        ballast_solver::solve(&topology, &load, &options).map_err(|e| plan_error(args, e))?;
+
+    let mut warnings = Vec::new();
+    let contents = match args.format.engine() {
+        None => native_document(&topology, &outcome)
+            .map_err(|e| CliError::new(&args.out, Problem::Encode(e)))?,
+        Some(engine) => {
+            if export::drops_shares(&outcome.plan) {
+                warnings.push(format!(
+                    "{}: replica_share dropped: {} splits every expert's tokens evenly among its replicas",
+                    args.out.display(),
+                    engine.name()
+                ));
+            }
+            engine.render(&topology, &outcome.plan)
+        }
+    };
+    io::write_atomically(&args.out, &contents)?;
+
+    let mut report = Report::from_lines(summary(&outcome.stats, &args.out, args.format));
+    report.warnings = warnings;
+    Ok(report)
+}
+
+/// Blames the file the planner's complaint is about.
+fn plan_error(args: &SolveArgs, err: PlanError) -> CliError {
+    let path: Option<&Path> = match &err {
+        PlanError::HierarchicalImpossible { .. } => Some(&args.topology),
+        PlanError::PreviousMismatch(_) => args.previous.as_deref(),
+        PlanError::LoadMismatch(_) => Some(&args.load),
+        PlanError::Unsupported(_) | PlanError::Internal(_) => None,
+    };
+    match path {
+        Some(path) => CliError::new(path, Problem::Plan(err)),
+        None => CliError::without_file(Problem::Plan(err)),
+    }
+}
+
+/// plan.json: the plan's tables plus `stats`.
+fn native_document(
+    topology: &Topology,
+    outcome: &PlanOutcome,
+) -> Result<String, serde_json::Error> {
+    let mut doc = outcome.plan.to_document(topology.num_logical_experts());
+    doc.insert("stats".into(), serde_json::to_value(&outcome.stats)?);
+    let mut text = serde_json::to_string(&doc)?;
+    text.push('\n');
+    Ok(text)
+}
+
+fn summary(stats: &PlanStats, out: &Path, format: Format) -> Vec<String> {
+    let format_name = format
+        .to_possible_value()
+        .map_or_else(String::new, |v| v.get_name().to_owned());
+    let mut lines = vec![
+        format!(
+            "policy {} ({} placement, {} split), {} layers in {:.2} ms",
+            stats.policy,
+            match stats.placement {
+                Placement::Hierarchical => "hierarchical",
+                Placement::Global => "global",
+            },
+            match stats.split {
+                Split::Even => "even",
+                Split::Weighted => "weighted",
+            },
+            stats.layers.len(),
+            stats.solve_ms
+        ),
+        format!(
+            "model imbalance {}  bound {}  gap {}",
+            ratio(stats.model_imbalance),
+            ratio(stats.bound),
+            gap_percent(stats.model_imbalance, stats.bound)
+        ),
+        format!(
+            "layer imbalance mean {}  max {}",
+            ratio(stats.mean_layer_imbalance),
+            ratio(stats.max_layer_imbalance)
+        ),
+        format!("same-GPU duplicates {}", stats.same_gpu_duplicates),
+    ];
+    if let Some(migrations) = stats.migrations {
+        lines.push(format!("migrations {migrations}"));
+    }
+    lines.push(format!("wrote {} ({format_name})", out.display()));
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use ballast_solver::planner::{LayerStats, LayerStatus};
+    use clap::Parser;
+
+    use super::*;
+
+    fn stats(migrations: Option<usize>) -> PlanStats {
+        PlanStats {
+            policy: "greedy-hierarchical".into(),
+            solve_ms: 1.5,
+            model_imbalance: 1.05,
+            bound: 1.04,
+            placement: Placement::Hierarchical,
+            split: Split::Even,
+            mean_layer_imbalance: 1.06,
+            max_layer_imbalance: 1.1,
+            same_gpu_duplicates: 0,
+            migrations,
+            layers: vec![
+                LayerStats {
+                    imbalance: 1.02,
+                    bound: 1.01,
+                    status: LayerStatus::Heuristic,
+                };
+                2
+            ],
+        }
+    }
+
+    #[test]
+    fn summary_shows_the_headline_figures() {
+        let lines = summary(&stats(None), Path::new("plan.json"), Format::Native);
+        assert_eq!(
+            lines[0],
+            "policy greedy-hierarchical (hierarchical placement, even split), 2 layers in 1.50 ms"
+        );
+        assert_eq!(
+            lines[1],
+            "model imbalance 1.0500  bound 1.0400  gap +0.962 %"
+        );
+        assert!(!lines.iter().any(|l| l.starts_with("migrations")));
+        assert_eq!(lines.last().unwrap(), "wrote plan.json (native)");
+        let lines = summary(&stats(Some(7)), Path::new("p.yaml"), Format::Trtllm);
+        assert!(lines.contains(&"migrations 7".to_owned()), "{lines:?}");
+        assert_eq!(lines.last().unwrap(), "wrote p.yaml (trtllm)");
+    }
+
+    #[test]
+    fn every_solver_policy_is_accepted() {
+        for policy in Policy::ALL {
+            let args = crate::cli::Cli::try_parse_from([
+                "ballast",
+                "solve",
+                "--topology",
+                "t",
+                "--load",
+                "l",
+                "--out",
+                "o",
+                "--policy",
+                policy.name(),
+            ])
+            .unwrap();
+            let crate::cli::Command::Solve(args) = args.command else {
+                panic!("not a solve command");
+            };
+            assert_eq!(args.policy, policy);
+        }
+        assert!(crate::cli::Cli::try_parse_from([
+            "ballast",
+            "solve",
+            "--topology",
+            "t",
+            "--load",
+            "l",
+            "--out",
+            "o",
+            "--policy",
+            "eplb",
+        ])
+        .is_err());
+    }
+}

@@ -1,0 +1,25 @@
+//! # ballast
+//!
+//! The `ballast` program over [`ballast_solver`]:
+//! - [`cli`]: the one-shot commands (`solve`, `score`, `bound`), one module each;
+//! - `serve`: the long-running placement service. Workers send load windows;
+//!   the planner loop folds them into per-cluster windows, estimates the load
+//!   (EWMA), computes migration-aware candidate plans, publishes them when the
+//!   gain pays for the moves, and serves them (ETag, long-poll, SSE, exports).
+//!
+//! A request's path: [`api`] (HTTP, auth, errors) → [`domain`] (parsing and
+//! validation) → [`store`] (SQLite or PostgreSQL through one code path) →
+//! [`registry`] (in-memory latest plans and their watchers). The planner
+//! lives in [`planner_loop`]; [`service`] wires everything together.
+
+pub mod api;
+pub mod cli;
+pub mod domain;
+pub mod metrics;
+pub mod planner_loop;
+pub mod registry;
+pub mod service;
+pub mod state;
+pub mod store;
+
+pub use service::{serve, Application, ServeArgs, ServeConfig};

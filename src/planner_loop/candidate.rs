@@ -1,0 +1,231 @@
+//! Computing a candidate plan (synchronous: it runs on the blocking pool).
+//!
+//! The candidate is migration-aware: the solver gets the current plan as
+//! `previous`. When GPUs must be excluded, the solver plans a reduced
+//! topology of the live GPUs only (one node: node-local placement cannot be
+//! kept once arbitrary GPUs are gone), and the result is widened back to the
+//! full shape with `replica_share = 0` on the excluded GPUs' slots, which
+//! keep the experts they had (so excluding a GPU moves nothing onto it).
+
+use ballast_solver::planner::PlanError;
+use ballast_solver::{
+    score, solve, LoadMatrix, Plan, PlanOptions, PlanStats, Policy, Split, Topology, TopologySpec,
+};
+use thiserror::Error;
+
+/// Everything a candidate needs, owned so it can move to a blocking thread.
+#[derive(Debug, Clone)]
+pub struct CandidateInput {
+    pub topology: Topology,
+    pub estimate: LoadMatrix,
+    pub current: Option<Plan>,
+    pub policy: Policy,
+    pub split: Split,
+    /// GPUs that must carry no load, ascending.
+    pub excluded: Vec<usize>,
+}
+
+/// A candidate and how it compares with the current plan on the estimate.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub plan: Plan,
+    /// The solver's figures (for the live GPUs only when some are excluded).
+    pub stats: PlanStats,
+    pub solve_seconds: f64,
+    /// Model imbalance of the candidate on the estimate.
+    pub predicted: f64,
+    /// Model imbalance of the current plan on the estimate.
+    pub current: Option<f64>,
+    /// Experts to load going from the current plan to the candidate.
+    pub migrations: Option<usize>,
+    /// The current plan routes load to an excluded GPU.
+    pub current_uses_excluded: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum CandidateError {
+    #[error(transparent)]
+    Solve(#[from] PlanError),
+    #[error("cannot exclude {excluded} down GPU(s): the {live_slots} slots left cannot hold all {experts} experts")]
+    Capacity {
+        excluded: usize,
+        live_slots: usize,
+        experts: usize,
+    },
+    #[error("the solver returned an unusable plan: {0}")]
+    Invalid(String),
+}
+
+pub fn build(input: CandidateInput) -> Result<Candidate, CandidateError> {
+    let started = std::time::Instant::now();
+    let CandidateInput {
+        topology,
+        estimate,
+        current,
+        policy,
+        split,
+        excluded,
+    } = input;
+    // The update keeps this compiling when the solver's options grow fields.
+    #[allow(clippy::needless_update)]
+    let options = |previous| PlanOptions {
+        policy,
+        split,
+        previous,
+        ..PlanOptions::default()
+    };
+    let (plan, stats) = if excluded.is_empty() {
+        let outcome = solve(&topology, &estimate, &options(current.clone()))?;
+        (outcome.plan, outcome.stats)
+    } else {
+        solve_live(&topology, &estimate, current.as_ref(), &excluded, options)?
+    };
+    let solve_seconds = started.elapsed().as_secs_f64();
+    let predicted = score::score(&topology, &estimate, &plan).model_imbalance;
+    Ok(Candidate {
+        current: current
+            .as_ref()
+            .map(|c| score::score(&topology, &estimate, c).model_imbalance),
+        migrations: current
+            .as_ref()
+            .map(|c| score::migrations(&topology, c, &plan)),
+        current_uses_excluded: current
+            .as_ref()
+            .is_some_and(|c| routes_to(&topology, c, &excluded)),
+        plan,
+        stats,
+        solve_seconds,
+        predicted,
+    })
+}
+
+/// True when `plan` gives any token share to a slot of an `excluded` GPU.
+pub fn routes_to(topology: &Topology, plan: &Plan, excluded: &[usize]) -> bool {
+    let s = topology.slots_per_gpu();
+    (0..plan.num_layers()).any(|layer| {
+        let shares = plan.layer_shares(layer, topology.num_logical_experts());
+        excluded
+            .iter()
+            .any(|&gpu| shares[gpu * s..(gpu + 1) * s].iter().any(|&x| x > 0.0))
+    })
+}
+
+fn solve_live(
+    topology: &Topology,
+    estimate: &LoadMatrix,
+    current: Option<&Plan>,
+    excluded: &[usize],
+    options: impl Fn(Option<Plan>) -> PlanOptions,
+) -> Result<(Plan, PlanStats), CandidateError> {
+    let s = topology.slots_per_gpu();
+    let e = topology.num_logical_experts();
+    let live: Vec<usize> = (0..topology.num_gpus())
+        .filter(|g| !excluded.contains(g))
+        .collect();
+    if live.len() * s < e {
+        return Err(CandidateError::Capacity {
+            excluded: excluded.len(),
+            live_slots: live.len() * s,
+            experts: e,
+        });
+    }
+    let spec = topology.to_spec();
+    let reduced = Topology::new(TopologySpec {
+        num_nodes: 1,
+        gpus_per_node: live.len() as i64,
+        gpu_speed: Some(live.iter().map(|&g| topology.gpu_speed()[g]).collect()),
+        ..spec
+    })
+    .map_err(|err| CandidateError::Invalid(err.to_string()))?;
+    let live_rows = |rows: &[Vec<u32>]| -> Vec<Vec<u32>> {
+        rows.iter()
+            .map(|row| {
+                live.iter()
+                    .flat_map(|&g| row[g * s..(g + 1) * s].iter().copied())
+                    .collect()
+            })
+            .collect()
+    };
+    // The live part of the current plan is a valid previous plan only if it
+    // still places every expert; otherwise plan the live GPUs from scratch.
+    let previous = current.and_then(|c| Plan::new(live_rows(c.phy2log()), None, &reduced).ok());
+    let outcome = solve(&reduced, estimate, &options(previous))?;
+    let mut rows = Vec::with_capacity(topology.num_layers());
+    let mut shares = Vec::with_capacity(topology.num_layers());
+    for layer in 0..topology.num_layers() {
+        let mut row: Vec<u32> = match current {
+            Some(c) => c.layer(layer).to_vec(),
+            None => (0..topology.num_slots()).map(|p| (p % e) as u32).collect(),
+        };
+        let mut share = vec![0.0; topology.num_slots()];
+        let reduced_row = outcome.plan.layer(layer);
+        let reduced_shares = outcome.plan.layer_shares(layer, e);
+        for (i, &g) in live.iter().enumerate() {
+            row[g * s..(g + 1) * s].copy_from_slice(&reduced_row[i * s..(i + 1) * s]);
+            share[g * s..(g + 1) * s].copy_from_slice(&reduced_shares[i * s..(i + 1) * s]);
+        }
+        rows.push(row);
+        shares.push(share);
+    }
+    let plan = Plan::new(rows, Some(shares), topology)
+        .map_err(|err| CandidateError::Invalid(err.to_string()))?;
+    Ok((plan, outcome.stats))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topology() -> Topology {
+        Topology::from_json(
+            r#"{"num_layers": 2, "num_logical_experts": 8, "num_groups": 2,
+                "num_nodes": 2, "gpus_per_node": 2, "slots_per_gpu": 3}"#,
+        )
+        .unwrap()
+    }
+
+    fn input(excluded: Vec<usize>) -> CandidateInput {
+        let t = topology();
+        let rows = vec![vec![8.0, 1.0, 1.0, 1.0, 4.0, 1.0, 1.0, 2.0], vec![1.0; 8]];
+        CandidateInput {
+            estimate: LoadMatrix::new(rows, &t).unwrap(),
+            topology: t,
+            current: None,
+            policy: Policy::Greedy,
+            split: Split::Even,
+            excluded,
+        }
+    }
+
+    #[test]
+    fn excluded_gpus_get_no_load_and_all_experts_stay_placed() {
+        let first = build(input(vec![])).unwrap();
+        let mut next = input(vec![1]);
+        next.current = Some(first.plan.clone());
+        let c = build(next).unwrap();
+        let t = topology();
+        assert!(!routes_to(&t, &c.plan, &[1]));
+        // GPU 1 keeps the experts it had: excluding it loads nothing onto it.
+        for layer in 0..2 {
+            assert_eq!(c.plan.layer(layer)[3..6], first.plan.layer(layer)[3..6]);
+        }
+        assert!(c.current_uses_excluded);
+        assert!(c.predicted >= 1.0);
+    }
+
+    #[test]
+    fn refuses_when_live_capacity_is_short() {
+        let err = build(input(vec![0, 1, 2])).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                CandidateError::Capacity {
+                    live_slots: 3,
+                    experts: 8,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,300 @@
+//! What every request needs fast: each cluster's topology and its latest
+//! plan, already serialized, plus a watch channel that wakes long-polls and
+//! SSE streams the moment a newer plan exists.
+//!
+//! The database stays the source of truth. This replica's publications are
+//! announced here directly; other replicas' publications and topology
+//! changes arrive through [`Registry::sync`], which the sync task runs every
+//! `--sync-interval`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use axum::body::Bytes;
+use ballast_solver::{Plan, Topology};
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::domain::ClusterName;
+use crate::store::clusters::ClusterRow;
+use crate::store::plans::PlanRow;
+use crate::store::{Store, StoreError, StoreResult};
+
+/// Plans of each cluster kept parsed in memory besides the latest one
+/// (for diffs, exports and `slot_load` conversion).
+const CACHED_VERSIONS: usize = 8;
+
+/// A cluster's current shape.
+#[derive(Debug, Clone)]
+pub struct ClusterInfo {
+    pub name: ClusterName,
+    pub topology: Arc<Topology>,
+    pub lineage: i64,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// A published plan, parsed and serialized once.
+#[derive(Debug)]
+pub struct PublishedPlan {
+    pub version: i64,
+    pub lineage: i64,
+    pub created_at_ms: i64,
+    pub reason: String,
+    /// The topology the plan was made for (carried in its document).
+    pub topology: Arc<Topology>,
+    pub plan: Plan,
+    /// The exact JSON body served.
+    pub body: Bytes,
+    /// `"<version>"`, the ETag.
+    pub etag: String,
+}
+
+impl PublishedPlan {
+    /// Parses a stored plan; its document carries its own topology.
+    pub fn from_row(row: &PlanRow) -> StoreResult<Self> {
+        let corrupt = |detail: String| StoreError::Corrupt {
+            what: "plan document",
+            detail,
+        };
+        let doc: Value = serde_json::from_str(&row.document).map_err(|e| corrupt(e.to_string()))?;
+        let topology_value = doc
+            .get("topology")
+            .ok_or_else(|| corrupt("no `topology`".into()))?;
+        let topology =
+            Topology::from_json(&topology_value.to_string()).map_err(|e| corrupt(e.to_string()))?;
+        let plan = Plan::from_json(&row.document, &topology).map_err(|e| corrupt(e.to_string()))?;
+        Ok(PublishedPlan {
+            version: row.version,
+            lineage: row.lineage,
+            created_at_ms: row.created_at_ms,
+            reason: row.reason.clone(),
+            topology: Arc::new(topology),
+            plan,
+            body: Bytes::from(row.document.clone()),
+            etag: etag(row.version),
+        })
+    }
+}
+
+/// The ETag of a plan version.
+pub fn etag(version: i64) -> String {
+    format!("\"{version}\"")
+}
+
+/// One cluster's live state.
+pub struct ClusterEntry {
+    info: RwLock<Arc<ClusterInfo>>,
+    latest: watch::Sender<Option<Arc<PublishedPlan>>>,
+    versions: RwLock<HashMap<i64, Arc<PublishedPlan>>>,
+}
+
+impl ClusterEntry {
+    fn new(info: ClusterInfo) -> Self {
+        ClusterEntry {
+            info: RwLock::new(Arc::new(info)),
+            latest: watch::Sender::new(None),
+            versions: RwLock::new(HashMap::new()),
+        }
+    }
+
+    pub fn info(&self) -> Arc<ClusterInfo> {
+        self.info
+            .read()
+            .map(|i| i.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// The latest plan of the current lineage.
+    pub fn latest(&self) -> Option<Arc<PublishedPlan>> {
+        self.latest.borrow().clone()
+    }
+
+    /// A receiver that sees every newer plan.
+    pub fn subscribe(&self) -> watch::Receiver<Option<Arc<PublishedPlan>>> {
+        self.latest.subscribe()
+    }
+
+    fn cached(&self, version: i64) -> Option<Arc<PublishedPlan>> {
+        let versions = self.versions.read().unwrap_or_else(|p| p.into_inner());
+        versions.get(&version).cloned()
+    }
+
+    fn remember(&self, plan: &Arc<PublishedPlan>) {
+        let mut versions = self.versions.write().unwrap_or_else(|p| p.into_inner());
+        versions.insert(plan.version, plan.clone());
+        while versions.len() > CACHED_VERSIONS {
+            let Some(oldest) = versions.keys().min().copied() else {
+                break;
+            };
+            versions.remove(&oldest);
+        }
+    }
+
+    /// Makes `plan` the latest if it is newer and of the current lineage.
+    fn announce(&self, plan: Arc<PublishedPlan>) {
+        self.remember(&plan);
+        if plan.lineage != self.info().lineage {
+            return;
+        }
+        self.latest.send_if_modified(|latest| {
+            let newer = latest.as_ref().is_none_or(|l| l.version < plan.version);
+            if newer {
+                *latest = Some(plan.clone());
+            }
+            newer
+        });
+    }
+
+    fn set_info(&self, info: ClusterInfo) {
+        let lineage_changed = self.info().lineage != info.lineage;
+        *self.info.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(info);
+        if lineage_changed {
+            // The old lineage's plan does not fit any more; waiters keep
+            // waiting for the new lineage's first plan.
+            self.latest
+                .send_if_modified(|latest| latest.take().is_some());
+        }
+    }
+}
+
+/// All clusters known to this replica.
+pub struct Registry {
+    store: Arc<Store>,
+    clusters: RwLock<HashMap<String, Arc<ClusterEntry>>>,
+}
+
+fn info_of(row: ClusterRow) -> StoreResult<ClusterInfo> {
+    Ok(ClusterInfo {
+        name: ClusterName::parse(&row.name).map_err(|e| StoreError::Corrupt {
+            what: "cluster name",
+            detail: e.to_string(),
+        })?,
+        topology: Arc::new(row.topology),
+        lineage: row.lineage,
+        created_at_ms: row.created_at_ms,
+        updated_at_ms: row.updated_at_ms,
+    })
+}
+
+impl Registry {
+    pub fn new(store: Arc<Store>) -> Self {
+        Registry {
+            store,
+            clusters: RwLock::new(HashMap::new()),
+        }
+    }
+
+    pub fn entry(&self, name: &str) -> Option<Arc<ClusterEntry>> {
+        let clusters = self.clusters.read().unwrap_or_else(|p| p.into_inner());
+        clusters.get(name).cloned()
+    }
+
+    pub fn entries(&self) -> Vec<Arc<ClusterEntry>> {
+        let clusters = self.clusters.read().unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<_> = clusters.values().cloned().collect();
+        all.sort_by(|a, b| a.info().name.cmp(&b.info().name));
+        all
+    }
+
+    /// The cluster's entry, loading it from the database on a miss (another
+    /// replica may have created it since the last sync).
+    pub async fn load(&self, name: &str) -> StoreResult<Option<Arc<ClusterEntry>>> {
+        if let Some(entry) = self.entry(name) {
+            return Ok(Some(entry));
+        }
+        match self.store.cluster(name).await? {
+            None => Ok(None),
+            Some(row) => {
+                let entry = self.install(info_of(row)?);
+                self.refresh_latest(&entry).await?;
+                Ok(Some(entry))
+            }
+        }
+    }
+
+    /// Records a cluster's (new) shape after a topology PUT or a sync.
+    pub fn install(&self, info: ClusterInfo) -> Arc<ClusterEntry> {
+        let mut clusters = self.clusters.write().unwrap_or_else(|p| p.into_inner());
+        match clusters.get(info.name.as_str()) {
+            Some(entry) => {
+                entry.set_info(info);
+                entry.clone()
+            }
+            None => {
+                let entry = Arc::new(ClusterEntry::new(info.clone()));
+                clusters.insert(info.name.as_str().to_owned(), entry.clone());
+                entry
+            }
+        }
+    }
+
+    /// Announces a plan this replica just published.
+    pub fn announce(&self, cluster: &str, plan: Arc<PublishedPlan>) {
+        if let Some(entry) = self.entry(cluster) {
+            entry.announce(plan);
+        }
+    }
+
+    /// A plan by version, from memory or the database.
+    pub async fn plan(
+        &self,
+        entry: &ClusterEntry,
+        version: i64,
+    ) -> StoreResult<Option<Arc<PublishedPlan>>> {
+        if let Some(plan) = entry.cached(version) {
+            return Ok(Some(plan));
+        }
+        let cluster = entry.info().name.clone();
+        match self.store.plan(cluster.as_str(), version).await? {
+            None => Ok(None),
+            Some(row) => {
+                let plan = Arc::new(PublishedPlan::from_row(&row)?);
+                entry.remember(&plan);
+                Ok(Some(plan))
+            }
+        }
+    }
+
+    async fn refresh_latest(&self, entry: &ClusterEntry) -> StoreResult<()> {
+        let info = entry.info();
+        if let Some(row) = self
+            .store
+            .latest_plan(info.name.as_str(), info.lineage)
+            .await?
+        {
+            let newer = entry.latest().is_none_or(|l| l.version < row.version);
+            if newer {
+                entry.announce(Arc::new(PublishedPlan::from_row(&row)?));
+            }
+        }
+        Ok(())
+    }
+
+    /// Catches up with the database: new clusters, topology changes and
+    /// plans published by other replicas.
+    pub async fn sync(&self) -> StoreResult<()> {
+        for head in self.store.cluster_heads().await? {
+            let entry = match self.entry(&head.cluster) {
+                Some(entry) => {
+                    let info = entry.info();
+                    if info.lineage != head.lineage || info.updated_at_ms != head.updated_at_ms {
+                        if let Some(row) = self.store.cluster(&head.cluster).await? {
+                            self.install(info_of(row)?);
+                        }
+                    }
+                    entry
+                }
+                None => match self.store.cluster(&head.cluster).await? {
+                    Some(row) => self.install(info_of(row)?),
+                    None => continue,
+                },
+            };
+            let known = entry.latest().map(|l| l.version);
+            if head.latest_version.is_some() && head.latest_version > known {
+                self.refresh_latest(&entry).await?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,176 @@
+//! Building the application from its configuration: database, migrations,
+//! in-memory state, background tasks and the HTTP listener.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use super::config::ServeConfig;
+use crate::api;
+use crate::metrics::Metrics;
+use crate::planner_loop;
+use crate::registry::Registry;
+use crate::state::{AppState, Heartbeat};
+use crate::store::Store;
+
+/// A started (bound, migrated) service that has not begun serving yet.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    stop: watch::Sender<bool>,
+}
+
+impl Application {
+    /// Connects and migrates the database, loads clusters and plans, binds
+    /// the listener (port 0 picks a free port).
+    pub async fn build(config: ServeConfig) -> anyhow::Result<Application> {
+        if !config.tokens.enabled() {
+            warn!(
+                listen = %config.listen,
+                "no --worker-token/--admin-token configured: authentication is off and only loopback addresses are allowed"
+            );
+        }
+        let store = Store::connect(&config.database_url, config.db_max_connections)
+            .await
+            .with_context(|| {
+                format!(
+                    "connecting to the database ({})",
+                    redact(&config.database_url)
+                )
+            })?;
+        store.migrate().await.context("applying migrations")?;
+        let store = Arc::new(store);
+        let registry = Arc::new(Registry::new(store.clone()));
+        registry
+            .sync()
+            .await
+            .context("loading clusters and plans")?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let (stop, shutdown) = watch::channel(false);
+        let state = AppState {
+            config: Arc::new(config),
+            store,
+            registry,
+            metrics: Arc::new(Metrics::new()),
+            heartbeat: Arc::new(Heartbeat::default()),
+            shutdown,
+        };
+        Ok(Application {
+            listener,
+            state,
+            stop,
+        })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        // A bound listener always has a local address.
+        self.listener
+            .local_addr()
+            .unwrap_or(self.state.config.listen)
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `signal` resolves, then stops accepting, ends
+    /// long-polls and streams, lets in-flight requests finish (up to
+    /// `--shutdown-timeout`), stops the background tasks and closes the pool.
+    pub async fn run_until(
+        self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Application {
+            listener,
+            state,
+            stop,
+        } = self;
+        let planner = tokio::spawn(planner_loop::run(state.clone()));
+        let sync = tokio::spawn(sync_loop(state.clone()));
+        let router = api::router(state.clone());
+        let mut stopped = state.shutdown.clone();
+        let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+            // An error means the sender is gone: shut down as well.
+            let _ = stopped.wait_for(|s| *s).await;
+        });
+        let mut server = tokio::spawn(async move { server.await });
+        tokio::select! {
+            _ = signal => {}
+            result = &mut server => {
+                return result.context("server task")?.context("server");
+            }
+        }
+        info!("shutting down");
+        let _ = stop.send(true);
+        let timeout = state.config.shutdown_timeout;
+        match tokio::time::timeout(timeout, &mut server).await {
+            Ok(result) => result.context("server task")?.context("server")?,
+            Err(_) => {
+                warn!(
+                    ?timeout,
+                    "in-flight requests did not finish in time; closing them"
+                );
+                server.abort();
+            }
+        }
+        for task in [planner, sync] {
+            finish(task, timeout).await;
+        }
+        state.store.close().await;
+        info!("stopped");
+        Ok(())
+    }
+}
+
+async fn finish(task: JoinHandle<()>, timeout: std::time::Duration) {
+    let abort = task.abort_handle();
+    if tokio::time::timeout(timeout, task).await.is_err() {
+        abort.abort();
+    }
+}
+
+/// Picks up other replicas' plans and topology changes.
+async fn sync_loop(state: AppState) {
+    let mut ticker = tokio::time::interval(state.config.sync_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = state.shutting_down() => return,
+        }
+        if let Err(err) = state.registry.sync().await {
+            warn!(error = %err, "sync with the database failed");
+        }
+    }
+}
+
+/// The URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn hides_passwords() {
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("sqlite:ballast.db"), "sqlite:ballast.db");
+    }
+}

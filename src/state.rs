@@ -1,0 +1,61 @@
+//! The shared state every handler and background task gets.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::service::config::ServeConfig;
+use crate::store::Store;
+
+/// Milliseconds since the Unix epoch (the unit of every stored time).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// When the planner loop last made progress; readiness checks its age.
+#[derive(Debug, Default)]
+pub struct Heartbeat(AtomicI64);
+
+impl Heartbeat {
+    pub fn beat(&self) {
+        self.0.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Time since the last beat (`None` before the first).
+    pub fn age(&self) -> Option<Duration> {
+        match self.0.load(Ordering::Relaxed) {
+            0 => None,
+            last => Some(Duration::from_millis(
+                now_ms().saturating_sub(last).max(0) as u64
+            )),
+        }
+    }
+}
+
+/// Handles shared by the API and the background tasks.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<ServeConfig>,
+    pub store: Arc<Store>,
+    pub registry: Arc<Registry>,
+    pub metrics: Arc<Metrics>,
+    pub heartbeat: Arc<Heartbeat>,
+    /// Flips to `true` when the service starts shutting down; long-polls and
+    /// streams end on it so graceful shutdown never waits on them.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl AppState {
+    /// Resolves when shutdown begins.
+    pub async fn shutting_down(&self) {
+        let mut rx = self.shutdown.clone();
+        // An error means the sender is gone: the service is going away too.
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+}

@@ -1,0 +1,277 @@
+//! The database: one code path over SQLite and PostgreSQL.
+//!
+//! Everything goes through sqlx's `Any` driver with portable SQL (`$n`
+//! placeholders, `ON CONFLICT`, `RETURNING`, BIGINT/TEXT/BYTEA columns), so
+//! the two backends differ in exactly two places, both here:
+//!
+//! * **Writers.** SQLite has one writer per file. Rather than letting
+//!   connections race for its lock (its busy handler sleeps for milliseconds
+//!   at a time, which wrecks tail latency), writers queue on an in-process
+//!   gate and open `BEGIN IMMEDIATE` transactions. One process owns an SQLite
+//!   file. PostgreSQL writers run concurrently.
+//! * **Cluster lock.** Folding telemetry and publishing a plan must happen
+//!   once per cluster even with several replicas on one PostgreSQL, so those
+//!   transactions take `pg_advisory_xact_lock(key(cluster))`. On SQLite the
+//!   writer gate already serialises them.
+
+pub mod clusters;
+pub mod decisions;
+pub mod plans;
+pub mod telemetry;
+pub mod workers;
+
+use std::borrow::Cow;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AnyPool, Connection, SqlSafeStr, Transaction};
+use thiserror::Error;
+use tokio::sync::{Mutex, MutexGuard};
+
+use crate::domain::load_codec::CodecError;
+
+/// The migrations in `migrations/`, compiled in so the binary is self-contained.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "service",
+    include_str!("../../migrations/0001_service.sql"),
+)];
+
+/// Which database the URL selected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A database failure, or stored data that no longer parses.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error("stored {what} is corrupt: {detail}")]
+    Corrupt { what: &'static str, detail: String },
+    #[error("unsupported database URL `{0}`: use sqlite:PATH or postgres://...")]
+    Url(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The connection pool plus what the backend needs to write safely.
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    /// `Some` on SQLite: the queue every write transaction waits in.
+    write_gate: Option<Mutex<()>>,
+}
+
+/// A write transaction; on SQLite it also holds the writer gate.
+pub struct WriteTx<'a> {
+    // Declared first so the transaction ends (rolls back) before the gate opens.
+    pub tx: Transaction<'static, sqlx::Any>,
+    _gate: Option<MutexGuard<'a, ()>>,
+}
+
+impl WriteTx<'_> {
+    pub async fn commit(self) -> StoreResult<()> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// The default database: an SQLite file in the working directory.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite:ballast.db";
+
+impl Store {
+    /// Connects to `url` (`sqlite:PATH`, created if missing, or `postgres://`).
+    pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Store> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::Url(url.to_owned()));
+        };
+        let url = match backend {
+            // Create the file on first start; keep any mode the operator gave.
+            Backend::Sqlite if !url.contains("mode=") => {
+                let sep = if url.contains('?') { '&' } else { '?' };
+                format!("{url}{sep}mode=rwc")
+            }
+            _ => url.to_owned(),
+        };
+        let options = AnyConnectOptions::from_str(&url)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL: readers never block the writer. synchronous=NORMAL
+                        // in WAL mode loses nothing when the process dies (kill -9);
+                        // only an OS crash can drop the last commits.
+                        for pragma in [
+                            "PRAGMA journal_mode = WAL",
+                            "PRAGMA synchronous = NORMAL",
+                            "PRAGMA busy_timeout = 10000",
+                        ] {
+                            sqlx::query(pragma).execute(&mut *conn).await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        Ok(Store {
+            pool,
+            backend,
+            write_gate: (backend == Backend::Sqlite).then(|| Mutex::new(())),
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    fn migrator() -> Migrator {
+        Migrator::with_migrations(
+            MIGRATIONS
+                .iter()
+                .map(|&(version, description, sql)| {
+                    Migration::new(
+                        version,
+                        Cow::Borrowed(description),
+                        MigrationType::Simple,
+                        sql.into_sql_str(),
+                        false,
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// Applies the embedded migrations (idempotent; run at start).
+    pub async fn migrate(&self) -> StoreResult<()> {
+        let _gate = self.gate().await;
+        Self::migrator().run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// True when every embedded migration is recorded as applied successfully.
+    pub async fn migrations_applied(&self) -> StoreResult<bool> {
+        let applied: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(MIGRATIONS.iter().all(|(v, _, _)| applied.contains(v)))
+    }
+
+    /// A round trip to the database.
+    pub async fn ping(&self) -> StoreResult<()> {
+        let mut conn = self.pool.acquire().await?;
+        conn.ping().await?;
+        Ok(())
+    }
+
+    async fn gate(&self) -> Option<MutexGuard<'_, ()>> {
+        match &self.write_gate {
+            Some(gate) => Some(gate.lock().await),
+            None => None,
+        }
+    }
+
+    /// Opens a write transaction (queued behind other writers on SQLite).
+    pub async fn write(&self) -> StoreResult<WriteTx<'_>> {
+        let gate = self.gate().await;
+        let tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
+        Ok(WriteTx { tx, _gate: gate })
+    }
+
+    /// Serialises this transaction with every other one that locks `cluster`,
+    /// across replicas (PostgreSQL); released at commit or rollback.
+    pub async fn lock_cluster(&self, tx: &mut WriteTx<'_>, cluster: &str) -> StoreResult<()> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(lock_key(cluster))
+                .execute(&mut *tx.tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Closes every connection (at shutdown).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// A stable 64-bit key for a cluster's advisory lock (FNV-1a of a prefixed
+/// name, so other applications' keys on the same database are unlikely to
+/// collide).
+pub fn lock_key(cluster: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in b"ballast:".iter().chain(cluster.as_bytes()) {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash as i64
+}
+
+/// Converts a stored non-negative BIGINT back to `usize`.
+fn to_usize(what: &'static str, value: i64) -> StoreResult<usize> {
+    usize::try_from(value).map_err(|_| StoreError::Corrupt {
+        what,
+        detail: format!("{value} is negative"),
+    })
+}
+
+/// An optional `f64` parameter. sqlx 0.9's `Any` driver sends a NULL `f64`
+/// to PostgreSQL as FLOAT4 (its NULL type mapping swaps REAL and DOUBLE), and
+/// the prepared statement then rejects later non-NULL values; NULL is sent
+/// as the type that maps to FLOAT8 instead.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct NullableF64(pub Option<f64>);
+
+impl sqlx::Type<sqlx::Any> for NullableF64 {
+    fn type_info() -> sqlx::any::AnyTypeInfo {
+        <f64 as sqlx::Type<sqlx::Any>>::type_info()
+    }
+}
+
+impl<'q> sqlx::Encode<'q, sqlx::Any> for NullableF64 {
+    fn encode_by_ref(
+        &self,
+        buf: &mut <sqlx::Any as sqlx::Database>::ArgumentBuffer,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        match self.0 {
+            Some(v) => <f64 as sqlx::Encode<sqlx::Any>>::encode_by_ref(&v, buf),
+            None => <Option<f32> as sqlx::Encode<sqlx::Any>>::encode_by_ref(&None, buf),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_keys_are_stable_and_distinct() {
+        assert_eq!(lock_key("a"), lock_key("a"));
+        assert_ne!(lock_key("a"), lock_key("b"));
+    }
+}

@@ -1,0 +1,13 @@
+//! HTTP-level tests of `ballast serve`: each test starts the real server on
+//! 127.0.0.1:0 against a fresh database — SQLite always, PostgreSQL too when
+//! `BALLAST_TEST_POSTGRES_URL` names a role that may create databases.
+
+mod helpers;
+
+mod auth;
+mod clusters;
+mod crash;
+mod health;
+mod plans;
+mod telemetry;
+mod workers;

@@ -1,0 +1,716 @@
+//! The `ballast` binary end to end: real processes on the repo's sample data.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use serde_json::Value;
+use tempfile::TempDir;
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn ballast() -> Command {
+    Command::cargo_bin("ballast").expect("the ballast binary is built for integration tests")
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn stdout_json(args: &[&str]) -> Value {
+    let output = ballast().args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("test paths are UTF-8")
+}
+
+/// Runs `ballast solve` and returns the written plan.
+fn solve(topology: &Path, load: &Path, out: &Path, extra: &[&str]) -> Value {
+    ballast()
+        .args([
+            "solve",
+            "--topology",
+            path_str(topology),
+            "--load",
+            path_str(load),
+        ])
+        .args(["--out", path_str(out)])
+        .args(extra)
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("model imbalance"));
+    read_json(out)
+}
+
+fn shape(value: &Value) -> Vec<usize> {
+    let mut dims = Vec::new();
+    let mut v = value;
+    while let Some(items) = v.as_array() {
+        dims.push(items.len());
+        match items.first() {
+            Some(first) => v = first,
+            None => break,
+        }
+    }
+    dims
+}
+
+/// Σ over layers and domains (runs of `domain_slots` slots spread over
+/// `domain_gpus` GPUs) of the replicas beyond one per GPU: the duplicates no
+/// placement with these per-domain replica counts can avoid.
+fn unavoidable_duplicates(phy2log: &Value, domain_slots: usize, domain_gpus: usize) -> usize {
+    let mut total = 0;
+    for row in phy2log.as_array().unwrap() {
+        let row: Vec<u64> = row
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e.as_u64().unwrap())
+            .collect();
+        for domain in row.chunks(domain_slots) {
+            let mut counts = BTreeMap::new();
+            for e in domain {
+                *counts.entry(e).or_insert(0usize) += 1;
+            }
+            total += counts
+                .values()
+                .map(|&c| c.saturating_sub(domain_gpus))
+                .sum::<usize>();
+        }
+    }
+    total
+}
+
+/// The sample topologies with a load of their expert count, and whether the
+/// topology allows node-local placement (`K % N == 0`).
+const SAMPLES: [(&str, &str, bool); 4] = [
+    (
+        "data/topologies/small.json",
+        "data/loads/E64_zipf0.8.json",
+        true,
+    ),
+    (
+        "data/topologies/prefill.json",
+        "data/loads/E256_lognorm0.8.json",
+        true,
+    ),
+    (
+        "data/topologies/ep64.json",
+        "data/loads/E256_zipf0.8.json",
+        true,
+    ),
+    (
+        "data/topologies/decode.json",
+        "data/loads/E256_zipf0.8.json",
+        false,
+    ),
+];
+
+#[test]
+fn solve_and_score_agree_on_every_sample() {
+    let dir = TempDir::new().unwrap();
+    for (topology, load, node_local) in SAMPLES {
+        let (topology, load) = (repo(topology), repo(load));
+        let out = dir.path().join("plan.json");
+        let plan = solve(&topology, &load, &out, &[]);
+        let spec = read_json(&topology);
+        let layers = spec["num_layers"].as_u64().unwrap() as usize;
+        let experts = spec["num_logical_experts"].as_u64().unwrap() as usize;
+        let slots = ["num_nodes", "gpus_per_node", "slots_per_gpu"]
+            .iter()
+            .map(|k| spec[k].as_u64().unwrap() as usize)
+            .product::<usize>();
+        assert_eq!(shape(&plan["phy2log"]), vec![layers, slots]);
+        assert_eq!(shape(&plan["logcnt"]), vec![layers, experts]);
+        assert_eq!(shape(&plan["log2phy"])[..2], [layers, experts]);
+        assert!(plan.get("replica_share").is_none());
+
+        let stats = &plan["stats"];
+        for key in ["policy", "solve_ms", "model_imbalance", "bound"] {
+            assert!(stats.get(key).is_some(), "stats lack {key}");
+        }
+        assert_eq!(stats["layers"].as_array().unwrap().len(), layers);
+        for layer in stats["layers"].as_array().unwrap() {
+            assert!(
+                layer["imbalance"].as_f64().unwrap() >= layer["bound"].as_f64().unwrap() - 1e-9
+            );
+            assert!(layer["status"].is_string());
+        }
+        // Replicas of one expert share a GPU only when every GPU of the
+        // domain (node, or cluster for global placement) already holds one.
+        let duplicates = stats["same_gpu_duplicates"].as_u64().unwrap() as usize;
+        let domain = if stats["placement"] == "hierarchical" {
+            spec["gpus_per_node"].as_u64().unwrap() as usize
+        } else {
+            slots / spec["slots_per_gpu"].as_u64().unwrap() as usize
+        };
+        let slots_per_gpu = spec["slots_per_gpu"].as_u64().unwrap() as usize;
+        let unavoidable = unavoidable_duplicates(&plan["phy2log"], domain * slots_per_gpu, domain);
+        assert_eq!(duplicates, unavoidable, "{}", topology.display());
+
+        let score = stdout_json(&[
+            "score",
+            "--topology",
+            path_str(&topology),
+            "--load",
+            path_str(&load),
+            "--plan",
+            path_str(&out),
+            "--json",
+        ]);
+        let model = score["model_imbalance"].as_f64().unwrap();
+        assert!((model - stats["model_imbalance"].as_f64().unwrap()).abs() < 1e-9);
+        assert!(model >= stats["bound"].as_f64().unwrap() - 1e-9);
+        assert!(
+            score["mean_layer_imbalance"].as_f64().unwrap()
+                <= score["max_layer_imbalance"].as_f64().unwrap()
+        );
+        assert_eq!(
+            score["same_gpu_duplicates"].as_u64(),
+            Some(duplicates as u64)
+        );
+        assert_eq!(score["node_local"], node_local, "{}", topology.display());
+        assert!(score.get("migrations").is_none());
+    }
+}
+
+#[test]
+fn previous_plan_makes_migrations_appear() {
+    let dir = TempDir::new().unwrap();
+    let topology = repo("data/topologies/small.json");
+    let first = dir.path().join("first.json");
+    let second = dir.path().join("second.json");
+    solve(&topology, &repo("data/loads/E64_zipf0.8.json"), &first, &[]);
+    let drifted = repo("data/loads/E64_zipf0.8_drift0.1.json");
+    let plan = solve(
+        &topology,
+        &drifted,
+        &second,
+        &["--previous", path_str(&first)],
+    );
+    let migrations = plan["stats"]["migrations"]
+        .as_u64()
+        .expect("stats.migrations with --previous");
+
+    let score = stdout_json(&[
+        "score",
+        "--topology",
+        path_str(&topology),
+        "--load",
+        path_str(&drifted),
+        "--plan",
+        path_str(&second),
+        "--previous",
+        path_str(&first),
+        "--json",
+    ]);
+    assert_eq!(score["migrations"].as_u64(), Some(migrations));
+    let same = stdout_json(&[
+        "score",
+        "--topology",
+        path_str(&topology),
+        "--load",
+        path_str(&drifted),
+        "--plan",
+        path_str(&first),
+        "--previous",
+        path_str(&first),
+        "--json",
+    ]);
+    assert_eq!(same["migrations"], 0);
+}
+
+#[test]
+fn example_quick_start_runs_and_csv_matches_json() {
+    let dir = TempDir::new().unwrap();
+    let topology = repo("examples/topology.json");
+    let from_json = solve(
+        &topology,
+        &repo("examples/load.json"),
+        &dir.path().join("a.json"),
+        &[],
+    );
+    let from_csv = solve(
+        &topology,
+        &repo("examples/load.csv"),
+        &dir.path().join("b.json"),
+        &[],
+    );
+    assert_eq!(from_json["phy2log"], from_csv["phy2log"]);
+    assert_eq!(
+        from_json["stats"]["model_imbalance"],
+        from_csv["stats"]["model_imbalance"]
+    );
+
+    ballast()
+        .args(["score", "--topology", path_str(&topology), "--load"])
+        .arg(repo("examples/load.csv"))
+        .arg("--plan")
+        .arg(dir.path().join("a.json"))
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("node-local: yes"));
+}
+
+#[test]
+fn bound_reports_both_bounds_when_node_local_is_possible() {
+    let prefill = stdout_json(&[
+        "bound",
+        "--topology",
+        path_str(&repo("data/topologies/prefill.json")),
+        "--load",
+        path_str(&repo("data/loads/E256_zipf0.8.json")),
+        "--json",
+    ]);
+    let even = prefill["even_split"].as_f64().unwrap();
+    let node_local = prefill["node_local"].as_f64().unwrap();
+    assert!(even >= 1.0 && node_local >= even, "{even} {node_local}");
+    assert_eq!(prefill["layers"].as_array().unwrap().len(), 58);
+
+    let decode = stdout_json(&[
+        "bound",
+        "--topology",
+        path_str(&repo("data/topologies/decode.json")),
+        "--load",
+        path_str(&repo("data/loads/E256_zipf0.8.json")),
+        "--json",
+    ]);
+    assert!(decode["node_local"].is_null());
+
+    ballast()
+        .args(["bound", "--topology"])
+        .arg(repo("data/topologies/small.json"))
+        .arg("--load")
+        .arg(repo("data/loads/E64_lognorm0.8.json"))
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("even-split bound"))
+        .stdout(predicates::str::contains("node-local bound 1."));
+}
+
+/// The prefill topology as DeepSeek-V3 has it: three dense layers first.
+fn prefill_with_dense_layers(dir: &TempDir) -> PathBuf {
+    let mut spec = read_json(&repo("data/topologies/prefill.json"));
+    spec["first_moe_layer"] = 3.into();
+    let path = dir.path().join("prefill_v3.json");
+    std::fs::write(&path, spec.to_string()).unwrap();
+    path
+}
+
+#[test]
+fn exports_follow_each_engine_layout() {
+    let dir = TempDir::new().unwrap();
+    let topology = prefill_with_dense_layers(&dir);
+    let load = repo("data/loads/E256_zipf0.8.json");
+    let native = solve(&topology, &load, &dir.path().join("plan.json"), &[]);
+    let phy2log = native["phy2log"].as_array().unwrap();
+
+    let out = dir.path().join("sglang.json");
+    let sglang = solve(&topology, &load, &out, &["--format", "sglang"]);
+    let keys: Vec<_> = sglang.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["physical_to_logical_map"]);
+    let rows = sglang["physical_to_logical_map"].as_array().unwrap();
+    assert_eq!(shape(&sglang["physical_to_logical_map"]), vec![61, 288]);
+    let trivial: Vec<Value> = (0..288u64).map(|p| (p % 256).into()).collect();
+    assert!(rows[..3]
+        .iter()
+        .all(|row| row.as_array().unwrap() == &trivial));
+    assert_eq!(&rows[3..], &phy2log[..]);
+
+    let out = dir.path().join("vllm.json");
+    let vllm = solve(&topology, &load, &out, &["--format", "vllm"]);
+    assert_eq!(vllm["physical_to_logical_map"].as_array().unwrap(), phy2log);
+    let l2p = shape(&vllm["logical_to_physical_map"]);
+    assert_eq!(l2p[..2], [58, 256]);
+    assert!(l2p[2] >= 2, "some expert must be replicated: {l2p:?}");
+    assert_eq!(shape(&vllm["logical_replica_count"]), vec![58, 256]);
+    for counts in vllm["logical_replica_count"].as_array().unwrap() {
+        let total: u64 = counts
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_u64().unwrap())
+            .sum();
+        assert_eq!(total, 288);
+    }
+
+    #[derive(serde::Deserialize)]
+    struct TrtllmConfig {
+        num_slots: usize,
+        layer_updates_per_iter: usize,
+        initial_global_assignments: BTreeMap<usize, Vec<u32>>,
+    }
+    let out = dir.path().join("trtllm.yaml");
+    ballast()
+        .args([
+            "solve",
+            "--topology",
+            path_str(&topology),
+            "--load",
+            path_str(&load),
+        ])
+        .args(["--out", path_str(&out), "--format", "trtllm"])
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("(trtllm)"));
+    let config: TrtllmConfig =
+        serde_norway::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(config.num_slots, 288);
+    assert_eq!(config.layer_updates_per_iter, 0);
+    assert_eq!(config.initial_global_assignments.len(), 58);
+    assert_eq!(config.initial_global_assignments.keys().next(), Some(&3));
+    assert_eq!(config.initial_global_assignments.keys().last(), Some(&60));
+    let first: Vec<u32> = serde_json::from_value(phy2log[0].clone()).unwrap();
+    assert_eq!(config.initial_global_assignments[&3], first);
+}
+
+// ---- bad input: exit 2, one line naming the file, nothing written ----
+
+/// A scratch directory with a valid topology, load and plan to break one at a time.
+struct Fixture {
+    dir: TempDir,
+}
+
+const TOPOLOGY: &str = r#"{"num_layers": 2, "num_logical_experts": 4, "num_groups": 2,
+    "num_nodes": 2, "gpus_per_node": 1, "slots_per_gpu": 3}"#;
+const LOAD: &str = r#"{"load": [[10, 20, 30, 40], [5, 5, 5, 50]]}"#;
+const PLAN: &str = r#"{"phy2log": [[0, 1, 0, 2, 3, 3], [0, 1, 1, 2, 3, 3]]}"#;
+
+impl Fixture {
+    fn new() -> Self {
+        let fixture = Fixture {
+            dir: TempDir::new().unwrap(),
+        };
+        fixture.write("topology.json", TOPOLOGY);
+        fixture.write("load.json", LOAD);
+        fixture.write("plan.json", PLAN);
+        // An existing output must survive a failed run untouched.
+        fixture.write("out.json", "old");
+        fixture
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn args(&self, args: &[&str]) -> Vec<String> {
+        args.iter()
+            .map(|a| match a.strip_prefix('@') {
+                Some(name) => path_str(&self.path(name)).to_owned(),
+                None => (*a).to_owned(),
+            })
+            .collect()
+    }
+
+    /// Runs `ballast` (`@name` stands for a fixture file) and checks the
+    /// bad-input contract; `culprit` is the file the message must name.
+    fn fails(&self, args: &[&str], culprit: &str, what: &str) {
+        let output = ballast().args(self.args(args)).output().unwrap();
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        let prefix = format!("error: {}: ", self.path(culprit).display());
+        assert!(stderr.starts_with(&prefix), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(what),
+            "{args:?}: expected `{what}` in {stderr}"
+        );
+        assert!(output.stdout.is_empty(), "{args:?}");
+        assert_eq!(
+            std::fs::read_to_string(self.path("out.json")).unwrap(),
+            "old"
+        );
+        let names: Vec<_> = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(
+            names
+                .iter()
+                .all(|n| !n.to_string_lossy().starts_with(".tmp")),
+            "{names:?}"
+        );
+    }
+}
+
+const SOLVE: [&str; 7] = [
+    "solve",
+    "--topology",
+    "@topology.json",
+    "--load",
+    "@load.json",
+    "--out",
+    "@out.json",
+];
+
+fn with(base: &[&'static str], extra: &[&'static str]) -> Vec<&'static str> {
+    base.iter().chain(extra).copied().collect()
+}
+
+#[test]
+fn the_fixture_itself_is_valid() {
+    let f = Fixture::new();
+    let output = ballast()
+        .args(f.args(&with(&SOLVE, &["--previous", "@plan.json"])))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_ne!(std::fs::read_to_string(f.path("out.json")).unwrap(), "old");
+}
+
+#[test]
+fn unreadable_file() {
+    let f = Fixture::new();
+    let args = [
+        "solve",
+        "--topology",
+        "@missing.json",
+        "--load",
+        "@load.json",
+        "--out",
+        "@out.json",
+    ];
+    f.fails(&args, "missing.json", "cannot read");
+    let args = [
+        "score",
+        "--topology",
+        "@topology.json",
+        "--load",
+        "@load.json",
+        "--plan",
+        "@nope.json",
+    ];
+    f.fails(&args, "nope.json", "cannot read");
+}
+
+#[test]
+fn malformed_json() {
+    let f = Fixture::new();
+    f.write("load.json", r#"{"load": [[10, 20, 30, 40], [5, 5"#);
+    f.fails(&SOLVE, "load.json", "malformed load JSON");
+    let f = Fixture::new();
+    f.write("topology.json", "num_layers: 2");
+    f.fails(&SOLVE, "topology.json", "malformed topology JSON");
+}
+
+#[test]
+fn wrong_shapes() {
+    let f = Fixture::new();
+    f.write("load.json", r#"{"load": [[10, 20, 30, 40]]}"#);
+    f.fails(&SOLVE, "load.json", "1 layers");
+    f.write("load.json", r#"{"load": [[10, 20, 30, 40], [5, 5, 5]]}"#);
+    f.fails(&SOLVE, "load.json", "layer 1: has 3 experts");
+    f.write("load.json", r#"{"weights": []}"#);
+    f.fails(&SOLVE, "load.json", "`load`");
+    f.write("load.csv", "10,20,30,40\n5,5,5,50,1\n");
+    f.fails(
+        &with(&SOLVE[..4], &["@load.csv", "--out", "@out.json"]),
+        "load.csv",
+        "layer 1",
+    );
+}
+
+#[test]
+fn negative_or_non_finite_load() {
+    let f = Fixture::new();
+    f.write(
+        "load.json",
+        r#"{"load": [[10, 20, 30, 40], [5, -5, 5, 50]]}"#,
+    );
+    f.fails(&SOLVE, "load.json", "layer 1 index 1: -5 is negative");
+    f.write("load.csv", "10,20,inf,40\n5,5,5,50\n");
+    let args = [
+        "bound",
+        "--topology",
+        "@topology.json",
+        "--load",
+        "@load.csv",
+    ];
+    f.fails(&args, "load.csv", "layer 0 index 2");
+    f.write("load.csv", "10,20,30,NaN\n5,5,5,50\n");
+    f.fails(&args, "load.csv", "layer 0 index 3");
+    f.write("load.csv", "10,20,30,x\n5,5,5,50\n");
+    f.fails(&args, "load.csv", "`x` is not a number");
+}
+
+#[test]
+fn unknown_expert() {
+    let f = Fixture::new();
+    f.write(
+        "plan.json",
+        r#"{"phy2log": [[0, 1, 0, 2, 3, 3], [0, 1, 9, 2, 3, 3]]}"#,
+    );
+    let score = [
+        "score",
+        "--topology",
+        "@topology.json",
+        "--load",
+        "@load.json",
+        "--plan",
+        "@plan.json",
+    ];
+    f.fails(&score, "plan.json", "layer 1 index 2: unknown expert 9");
+    f.fails(
+        &with(&SOLVE, &["--previous", "@plan.json"]),
+        "plan.json",
+        "unknown expert 9",
+    );
+}
+
+#[test]
+fn impossible_topology() {
+    let f = Fixture::new();
+    f.write(
+        "topology.json",
+        r#"{"num_layers": 2, "num_logical_experts": 8, "num_groups": 2,
+            "num_nodes": 2, "gpus_per_node": 1, "slots_per_gpu": 3}"#,
+    );
+    f.fails(&SOLVE, "topology.json", "cannot hold 8 experts");
+    f.write(
+        "topology.json",
+        &TOPOLOGY.replace("\"num_groups\": 2", "\"num_groups\": 3"),
+    );
+    f.fails(&SOLVE, "topology.json", "num_groups");
+    // Node-local placement forced where groups cannot divide among nodes.
+    f.write(
+        "topology.json",
+        &TOPOLOGY.replace("\"num_groups\": 2", "\"num_groups\": 1"),
+    );
+    f.fails(
+        &with(&SOLVE, &["--policy", "greedy-hierarchical"]),
+        "topology.json",
+        "divisible",
+    );
+}
+
+#[test]
+fn previous_plan_of_the_wrong_shape() {
+    let f = Fixture::new();
+    f.write("plan.json", r#"{"phy2log": [[0, 1, 0, 2, 3, 3]]}"#);
+    f.fails(
+        &with(&SOLVE, &["--previous", "@plan.json"]),
+        "plan.json",
+        "1 layers",
+    );
+    f.write(
+        "plan.json",
+        r#"{"phy2log": [[0, 1, 0, 2, 3, 3], [0, 1, 2, 3]]}"#,
+    );
+    // The plan being scored is valid; the one it replaces is not.
+    f.write("good.json", PLAN);
+    let score = [
+        "score",
+        "--topology",
+        "@topology.json",
+        "--load",
+        "@load.json",
+        "--plan",
+        "@good.json",
+        "--previous",
+        "@plan.json",
+    ];
+    f.fails(&score, "plan.json", "layer 1: has 4 slots");
+}
+
+#[test]
+fn usage_errors_exit_2_and_write_nothing() {
+    let f = Fixture::new();
+    for args in [
+        vec![
+            "solve",
+            "--topology",
+            "@topology.json",
+            "--load",
+            "@load.json",
+        ],
+        with(&SOLVE, &["--format", "onnx"]),
+        with(&SOLVE, &["--policy", "eplb"]),
+        with(&SOLVE, &["--split", "uneven"]),
+        vec!["rebalance"],
+    ] {
+        let output = ballast().args(f.args(&args)).output().unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert_eq!(std::fs::read_to_string(f.path("out.json")).unwrap(), "old");
+    }
+}
+
+#[test]
+fn unwritable_output_is_one_line_and_exit_1() {
+    let f = Fixture::new();
+    let args = [
+        "solve",
+        "--topology",
+        "@topology.json",
+        "--load",
+        "@load.json",
+        "--out",
+        "@no/such/dir/plan.json",
+    ];
+    let output = ballast().args(f.args(&args)).output().unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("cannot write"), "{stderr}");
+}
+
+#[test]
+fn optimal_routing_never_scores_worse_than_even_split() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = dir.path().join("plan.json");
+    let topology = "data/topologies/prefill.json";
+    let load = "data/loads/E256_zipf0.8.json";
+    Command::cargo_bin("ballast")
+        .expect("binary")
+        .args(["solve", "--topology", topology, "--load", load, "--out"])
+        .arg(&plan)
+        .assert()
+        .success();
+    let figure = |routing: &str| -> f64 {
+        let out = Command::cargo_bin("ballast")
+            .expect("binary")
+            .args([
+                "score",
+                "--topology",
+                topology,
+                "--load",
+                load,
+                "--json",
+                "--routing",
+                routing,
+                "--plan",
+            ])
+            .arg(&plan)
+            .output()
+            .expect("run score");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        v["model_imbalance"].as_f64().expect("model_imbalance")
+    };
+    let even = figure("even");
+    let optimal = figure("optimal");
+    assert!(optimal <= even + 1e-12, "optimal {optimal} > even {even}");
+    assert!(optimal >= 1.0 - 1e-12);
+}

@@ -1,0 +1,19 @@
+//! A DeepSeek-style MoE layer on the FP8 path: [`router`] picks experts,
+//! [`mod@dispatch`] sends each assignment to a physical replica by the plan,
+//! [`expert`] runs SwiGLU experts in grouped FP8 GEMMs, [`layer`] combines
+//! the results in f32. [`master`] holds unquantized weights and the f64
+//! reference. Widths are configurable ([`config`]) so tests stay small.
+
+pub mod config;
+pub mod dispatch;
+pub mod expert;
+pub mod layer;
+pub mod master;
+pub mod router;
+
+pub use config::{MoeConfig, MoeSpec};
+pub use dispatch::{dispatch, dispatch_counts, Dispatch, Placement};
+pub use expert::{ExpertMaster, ExpertWeights};
+pub use layer::{LayerOutput, MoeLayer, SlotWeights};
+pub use master::LayerMaster;
+pub use router::{Router, Routing};
