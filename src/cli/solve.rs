@@ -2,9 +2,10 @@
 //! and print its figures.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use ballast_solver::export::{self, Engine};
-use ballast_solver::planner::{Placement, PlanError};
+use ballast_solver::planner::{MigrationPricing, Placement, PlanError, DEFAULT_BALANCE_TOLERANCE};
 use ballast_solver::{PlanOptions, PlanOutcome, PlanStats, Policy, Split, Topology};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, ValueEnum};
@@ -24,7 +25,7 @@ pub struct SolveArgs {
     #[arg(long)]
     pub previous: Option<PathBuf>,
     /// Planner; `-hierarchical` / `-global` force the placement rule.
-    #[arg(long, default_value = "greedy", value_parser = policy_parser())]
+    #[arg(long, default_value = "optimal", value_parser = policy_parser())]
     pub policy: Policy,
     /// How an expert's tokens split among its replicas (`weighted` adds `replica_share`).
     #[arg(long, value_enum, default_value_t = SplitArg::Even)]
@@ -35,6 +36,21 @@ pub struct SolveArgs {
     /// File format of `--out`.
     #[arg(long, value_enum, default_value_t = Format::Native)]
     pub format: Format,
+    /// Wall-time limit of an optimal run, in seconds (also lets exact models
+    /// use the time the searches leave).
+    #[arg(long, value_name = "SECONDS")]
+    pub time_limit: Option<f64>,
+    /// With --previous: model imbalance a re-plan may give up, as a fraction
+    /// of a fresh plan's, to move fewer experts.
+    #[arg(long, value_name = "FRACTION", default_value_t = DEFAULT_BALANCE_TOLERANCE)]
+    pub balance_tolerance: f64,
+    /// With --previous: price migrations (expert_bytes over this many bytes
+    /// per second) against the compute time balance saves over --serve-seconds.
+    #[arg(long, value_name = "BYTES_PER_S", requires = "serve_seconds")]
+    pub link_bandwidth: Option<f64>,
+    /// With --link-bandwidth: seconds of MoE compute the new plan will serve.
+    #[arg(long, value_name = "SECONDS", requires = "link_bandwidth")]
+    pub serve_seconds: Option<f64>,
 }
 
 /// `--split`, mirrored here because the solver crate knows nothing of clap.
@@ -91,10 +107,31 @@ pub fn run(args: &SolveArgs) -> Result<Report, CliError> {
         .as_deref()
         .map(|path| io::read_plan(path, &topology))
         .transpose()?;
+    let time_limit = args
+        .time_limit
+        .map(|seconds| {
+            Duration::try_from_secs_f64(seconds)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    CliError::without_file(Problem::Plan(PlanError::InvalidOption(format!(
+                        "--time-limit must be a positive number of seconds, got {seconds}"
+                    ))))
+                })
+        })
+        .transpose()?;
     let options = PlanOptions {
         policy: args.policy,
         split: args.split.into(),
         previous,
+        time_limit,
+        balance_tolerance: args.balance_tolerance,
+        pricing: args.link_bandwidth.zip(args.serve_seconds).map(
+            |(link_bytes_per_s, serve_seconds)| MigrationPricing {
+                link_bytes_per_s,
+                serve_seconds,
+            },
+        ),
     };
     let outcome =
         ballast_solver::solve(&topology, &load, &options).map_err(|e| plan_error(args, e))?;
@@ -127,7 +164,7 @@ fn plan_error(args: &SolveArgs, err: PlanError) -> CliError {
         PlanError::HierarchicalImpossible { .. } => Some(&args.topology),
         PlanError::PreviousMismatch(_) => args.previous.as_deref(),
         PlanError::LoadMismatch(_) => Some(&args.load),
-        PlanError::Unsupported(_) | PlanError::Internal(_) => None,
+        PlanError::Unsupported(_) | PlanError::InvalidOption(_) | PlanError::Internal(_) => None,
     };
     match path {
         Some(path) => CliError::new(path, Problem::Plan(err)),
@@ -180,7 +217,25 @@ fn summary(stats: &PlanStats, out: &Path, format: Format) -> Vec<String> {
         format!("same-GPU duplicates {}", stats.same_gpu_duplicates),
     ];
     if let Some(migrations) = stats.migrations {
-        lines.push(format!("migrations {migrations}"));
+        lines.push(match stats.bytes_moved {
+            Some(bytes) => format!("migrations {migrations} ({bytes} bytes)"),
+            None => format!("migrations {migrations}"),
+        });
+    }
+    if let Some(replan) = &stats.replan {
+        lines.push(format!(
+            "previous plan {}  fresh plan {}",
+            ratio(replan.previous_imbalance),
+            ratio(replan.fresh_imbalance)
+        ));
+        if let Some(price) = &replan.price {
+            lines.push(format!(
+                "transfer {:.3} s  saved {:.3} s  worth it: {}",
+                price.transfer_s,
+                price.saved_s,
+                if price.worth_it { "yes" } else { "no" }
+            ));
+        }
     }
     lines.push(format!("wrote {} ({format_name})", out.display()));
     lines
@@ -205,11 +260,16 @@ mod tests {
             max_layer_imbalance: 1.1,
             same_gpu_duplicates: 0,
             migrations,
+            bytes_moved: None,
+            replan: None,
             layers: vec![
                 LayerStats {
                     imbalance: 1.02,
                     bound: 1.01,
                     status: LayerStatus::Heuristic,
+                    objective: 1.02,
+                    gap: 0.02 / 1.01,
+                    solve_ms: 0.75,
                 };
                 2
             ],

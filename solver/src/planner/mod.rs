@@ -1,12 +1,15 @@
 //! Planning entry point: policy choice, options, and the figures a plan carries.
 //!
 //! [`solve`] is what the CLI and the service call; the algorithms live in the
-//! submodules (one per policy family).
+//! submodules (one per policy family): `greedy` (fast, no proofs) and
+//! `optimal` (the default: searches and exact models on decomposed
+//! subproblems, proven gaps, migration-aware re-planning).
 
 mod greedy;
+mod optimal;
 mod stats;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 use serde::Serialize;
@@ -18,6 +21,9 @@ use crate::topology::Topology;
 
 use greedy::{Greedy, LayerPlan, Scratch};
 
+pub use optimal::MigrationPricing;
+pub use stats::{PriceStats, ReplanStats};
+
 /// Which planner to run (SPEC `--policy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Policy {
@@ -25,7 +31,8 @@ pub enum Policy {
     Greedy,
     GreedyHierarchical,
     GreedyGlobal,
-    /// Exact models on decomposed subproblems, warm-started from greedy (issue 3).
+    /// Searches and exact models on decomposed subproblems, warm-started
+    /// from greedy, with proven gaps; migration-aware with a previous plan.
     Optimal,
     OptimalHierarchical,
     OptimalGlobal,
@@ -78,21 +85,42 @@ pub enum Split {
     Weighted,
 }
 
+/// Balance a re-plan may give up, by default, to move fewer experts.
+pub const DEFAULT_BALANCE_TOLERANCE: f64 = 0.005;
+
+/// Time an optimal run may take when the caller sets no limit.
+pub const DEFAULT_TIME_LIMIT: Duration = Duration::from_secs(10);
+
 /// Everything a caller can tune about one planning run.
 #[derive(Debug, Clone)]
 pub struct PlanOptions {
     pub policy: Policy,
     pub split: Split,
-    /// The plan in force; makes the planner migration-aware.
+    /// The plan in force; makes the optimal planner migration-aware.
     pub previous: Option<Plan>,
+    /// Wall-time limit of an optimal run. `None` means
+    /// [`DEFAULT_TIME_LIMIT`] for the searches, which usually finish far
+    /// sooner; an explicit limit also lets exact min-moves models use the
+    /// time the searches leave.
+    pub time_limit: Option<Duration>,
+    /// With `previous`: the re-plan's model imbalance may exceed a fresh
+    /// plan's by this fraction if that saves migrations (lexicographic:
+    /// balance first, then migrations).
+    pub balance_tolerance: f64,
+    /// With `previous`: price migrations instead of using the tolerance
+    /// (each layer trades transfer time against compute time saved).
+    pub pricing: Option<MigrationPricing>,
 }
 
 impl Default for PlanOptions {
     fn default() -> Self {
         PlanOptions {
-            policy: Policy::Greedy,
+            policy: Policy::Optimal,
             split: Split::Even,
             previous: None,
+            time_limit: None,
+            balance_tolerance: DEFAULT_BALANCE_TOLERANCE,
+            pricing: None,
         }
     }
 }
@@ -116,6 +144,13 @@ pub struct LayerStats {
     /// Lower bound on this layer's imbalance under the same rules.
     pub bound: f64,
     pub status: LayerStatus,
+    /// The imbalance the planner claims for the layer (the plan never
+    /// scores above it).
+    pub objective: f64,
+    /// Proven gap: `imbalance / bound - 1`.
+    pub gap: f64,
+    /// Wall time spent on the layer (its share of the run for greedy).
+    pub solve_ms: f64,
 }
 
 /// The `stats` object a plan file carries (SPEC fixes the first five fields).
@@ -131,8 +166,15 @@ pub struct PlanStats {
     pub mean_layer_imbalance: f64,
     pub max_layer_imbalance: f64,
     pub same_gpu_duplicates: usize,
+    /// Experts copied onto GPUs that did not hold them (with a previous plan).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub migrations: Option<usize>,
+    /// `migrations × expert_bytes`, when the topology gives `expert_bytes`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_moved: Option<u64>,
+    /// How a migration-aware re-plan compares with its alternatives.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replan: Option<ReplanStats>,
     pub layers: Vec<LayerStats>,
 }
 
@@ -160,6 +202,9 @@ pub enum PlanError {
     /// A valid request this planner cannot serve yet.
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// An option out of range (negative tolerance, zero time limit, ...).
+    #[error("invalid option: {0}")]
+    InvalidOption(String),
     /// The planner produced an invalid plan: a bug, reported instead of a panic.
     #[error("internal error, please report: {0}")]
     Internal(String),
@@ -167,9 +212,8 @@ pub enum PlanError {
 
 /// Plans every layer of `load` for `topology`.
 ///
-/// Layers are independent and planned in parallel (rayon). Optimal policies
-/// run their greedy counterpart until the exact models land; `stats.policy`
-/// names the policy that actually ran.
+/// Layers are independent and planned in parallel (rayon). `stats.policy`
+/// names the policy that ran.
 pub fn solve(
     topology: &Topology,
     load: &LoadMatrix,
@@ -177,21 +221,58 @@ pub fn solve(
 ) -> Result<PlanOutcome, PlanError> {
     let started = Instant::now();
     check_load(topology, load)?;
-    if options.split == Split::Weighted {
-        return Err(PlanError::Unsupported(
-            "--split weighted needs the optimal planner (not built yet)".into(),
-        ));
-    }
+    check_options(topology, options)?;
     let previous = options
         .previous
         .as_ref()
         .map(|p| check_previous(topology, p))
         .transpose()?;
-    let (ran, placement) = resolve(options.policy, topology)?;
+    let (policy, placement) = resolve(options.policy, topology)?;
+    let optimal = matches!(
+        policy,
+        Policy::Optimal | Policy::OptimalHierarchical | Policy::OptimalGlobal
+    );
+    if options.split == Split::Weighted && !optimal {
+        return Err(PlanError::Unsupported(format!(
+            "--split weighted needs an optimal policy, not {}",
+            policy.name()
+        )));
+    }
+    let (plan, layers, replan) = if optimal {
+        plan_optimal(topology, load, options, placement, previous.as_ref())?
+    } else {
+        plan_greedy(topology, load, policy, placement)?
+    };
+    let solve_ms = started.elapsed().as_secs_f64() * 1e3;
+    let stats = stats::plan_stats(
+        topology,
+        load,
+        &plan,
+        stats::Run {
+            policy,
+            placement,
+            split: options.split,
+            solve_ms,
+            layers: &layers,
+            previous: previous.as_ref(),
+            replan,
+        },
+    );
+    Ok(PlanOutcome { plan, stats })
+}
+
+type Planned = (Plan, Vec<stats::LayerFacts>, Option<stats::ReplanFacts>);
+
+fn plan_greedy(
+    topology: &Topology,
+    load: &LoadMatrix,
+    policy: Policy,
+    placement: Placement,
+) -> Result<Planned, PlanError> {
+    let started = Instant::now();
     let greedy = match placement {
-        Placement::Hierarchical => {
-            Greedy::hierarchical(topology).ok_or_else(|| hierarchical_impossible(ran, topology))?
-        }
+        Placement::Hierarchical => Greedy::hierarchical(topology)
+            .ok_or_else(|| hierarchical_impossible(policy, topology))?,
         Placement::Global => Greedy::global(topology),
     };
     let rows: Vec<&[f64]> = load.layers().collect();
@@ -201,43 +282,106 @@ pub fn solve(
             greedy.plan_layer(row, scratch)
         })
         .collect();
-    let bound_loads: Vec<f64> = layers.iter().map(|l| l.bound_load).collect();
+    let per_layer_ms = started.elapsed().as_secs_f64() * 1e3 / layers.len().max(1) as f64;
+    let facts = layers
+        .iter()
+        .map(|l| stats::LayerFacts {
+            bound_load: l.bound_load,
+            objective_load: None,
+            status: None,
+            ms: per_layer_ms,
+        })
+        .collect();
     let phy2log = layers.into_iter().map(|l| l.phy2log).collect();
     let plan =
         Plan::new(phy2log, None, topology).map_err(|e| PlanError::Internal(e.to_string()))?;
-    let solve_ms = started.elapsed().as_secs_f64() * 1e3;
-    let stats = stats::plan_stats(
+    Ok((plan, facts, None))
+}
+
+fn plan_optimal(
+    topology: &Topology,
+    load: &LoadMatrix,
+    options: &PlanOptions,
+    placement: Placement,
+    previous: Option<&Plan>,
+) -> Result<Planned, PlanError> {
+    let request = optimal::Request {
         topology,
-        load,
-        &plan,
-        stats::Run {
-            policy: ran,
-            placement,
-            split: options.split,
-            solve_ms,
-            bound_loads: &bound_loads,
-            previous: previous.as_ref(),
-        },
-    );
-    Ok(PlanOutcome { plan, stats })
+        placement,
+        split: options.split,
+        previous,
+        tolerance: options.balance_tolerance,
+        pricing: options.pricing,
+        time_limit: options.time_limit.unwrap_or(DEFAULT_TIME_LIMIT),
+        patient: options.time_limit.is_some(),
+    };
+    let outcome = optimal::plan(&request, load);
+    let plan = Plan::new(outcome.phy2log, outcome.shares, topology)
+        .map_err(|e| PlanError::Internal(e.to_string()))?;
+    let facts = outcome
+        .layers
+        .iter()
+        .map(|l| stats::LayerFacts {
+            bound_load: l.bound_load,
+            objective_load: Some(l.max_load),
+            status: Some(l.status),
+            ms: l.seconds * 1e3,
+        })
+        .collect();
+    let replan = outcome.replan.map(|r| stats::ReplanFacts {
+        tolerance: options.balance_tolerance,
+        stale_loads: r.stale_loads,
+        fresh_loads: r.fresh_loads,
+        price: r.price.map(|p| (p.transfer_s, p.saved_s)),
+    });
+    Ok((plan, facts, replan))
 }
 
 /// The policy that runs for `policy` on `topology`, and its placement rule.
 fn resolve(policy: Policy, topology: &Topology) -> Result<(Policy, Placement), PlanError> {
-    let ran = match policy {
-        Policy::Greedy | Policy::Optimal => Policy::Greedy,
-        Policy::GreedyHierarchical | Policy::OptimalHierarchical => Policy::GreedyHierarchical,
-        Policy::GreedyGlobal | Policy::OptimalGlobal => Policy::GreedyGlobal,
-    };
-    let placement = match ran {
-        Policy::GreedyGlobal => Placement::Global,
-        Policy::GreedyHierarchical if !topology.supports_hierarchical() => {
+    let placement = match policy {
+        Policy::GreedyGlobal | Policy::OptimalGlobal => Placement::Global,
+        Policy::GreedyHierarchical | Policy::OptimalHierarchical
+            if !topology.supports_hierarchical() =>
+        {
             return Err(hierarchical_impossible(policy, topology));
         }
         _ if topology.supports_hierarchical() => Placement::Hierarchical,
         _ => Placement::Global,
     };
-    Ok((ran, placement))
+    Ok((policy, placement))
+}
+
+/// Rejects options no run could honour.
+fn check_options(topology: &Topology, options: &PlanOptions) -> Result<(), PlanError> {
+    let invalid = |what: String| Err(PlanError::InvalidOption(what));
+    if !(options.balance_tolerance.is_finite() && options.balance_tolerance >= 0.0) {
+        return invalid(format!(
+            "balance tolerance must be a non-negative number, got {}",
+            options.balance_tolerance
+        ));
+    }
+    if options.time_limit.is_some_and(|t| t.is_zero()) {
+        return invalid("time limit must be positive".into());
+    }
+    if let Some(p) = options.pricing {
+        if !(p.link_bytes_per_s.is_finite() && p.link_bytes_per_s > 0.0) {
+            return invalid(format!(
+                "link bandwidth must be a positive number of bytes per second, got {}",
+                p.link_bytes_per_s
+            ));
+        }
+        if !(p.serve_seconds.is_finite() && p.serve_seconds >= 0.0) {
+            return invalid(format!(
+                "serving horizon must be a non-negative number of seconds, got {}",
+                p.serve_seconds
+            ));
+        }
+        if topology.expert_bytes().is_none() {
+            return invalid("migration pricing needs `expert_bytes` in the topology".into());
+        }
+    }
+    Ok(())
 }
 
 fn hierarchical_impossible(policy: Policy, topology: &Topology) -> PlanError {
@@ -312,8 +456,20 @@ mod tests {
         assert_eq!(run(Policy::Greedy).placement, Placement::Hierarchical);
         assert_eq!(run(Policy::GreedyGlobal).placement, Placement::Global);
         let optimal = run(Policy::OptimalHierarchical);
-        assert_eq!(optimal.policy, "greedy-hierarchical");
-        assert_eq!(optimal.layers[0].status, LayerStatus::Heuristic);
+        assert_eq!(optimal.policy, "optimal-hierarchical");
+        assert_eq!(optimal.placement, Placement::Hierarchical);
+        assert_eq!(run(Policy::OptimalGlobal).placement, Placement::Global);
+        assert_eq!(PlanOptions::default().policy, Policy::Optimal);
+        for layer in &optimal.layers {
+            assert!(layer.imbalance <= layer.objective + 1e-12);
+            assert!((layer.gap - (layer.imbalance / layer.bound - 1.0)).abs() < 1e-12);
+            // Met bounds are reported as proofs, unmet ones never are.
+            assert_eq!(
+                layer.status == LayerStatus::Optimal,
+                layer.gap <= 1e-9,
+                "{layer:?}"
+            );
+        }
 
         let odd = topology(1, 2);
         let l = load(&odd);
@@ -340,12 +496,20 @@ mod tests {
         let l = load(&t);
         let first = solve(&t, &l, &options(Policy::Greedy)).unwrap();
         assert_eq!(first.stats.migrations, None);
+        assert_eq!(first.stats.replan, None);
         let again = PlanOptions {
             previous: Some(first.plan.clone()),
             ..PlanOptions::default()
         };
-        // Same load, deterministic planner: nothing moves.
-        assert_eq!(solve(&t, &l, &again).unwrap().stats.migrations, Some(0));
+        // Same load: keeping the plan is within the tolerance and costs nothing.
+        let kept = solve(&t, &l, &again).unwrap().stats;
+        assert_eq!(kept.migrations, Some(0));
+        assert_eq!(kept.bytes_moved, None, "the topology gives no expert_bytes");
+        let replan = kept.replan.expect("an optimal re-plan reports itself");
+        assert!(
+            kept.model_imbalance
+                <= replan.fresh_imbalance * (1.0 + DEFAULT_BALANCE_TOLERANCE) + 1e-12
+        );
 
         let other = Topology::from_json(
             r#"{"num_layers": 2, "num_logical_experts": 8, "num_groups": 4,
@@ -359,14 +523,43 @@ mod tests {
     #[test]
     fn refuses_what_it_cannot_do() {
         let t = topology(4, 2);
-        let weighted = PlanOptions {
+        let weighted = |policy| PlanOptions {
+            policy,
             split: Split::Weighted,
             ..PlanOptions::default()
         };
         assert!(matches!(
-            solve(&t, &load(&t), &weighted),
+            solve(&t, &load(&t), &weighted(Policy::Greedy)),
             Err(PlanError::Unsupported(_))
         ));
+        let shares = solve(&t, &load(&t), &weighted(Policy::Optimal))
+            .unwrap()
+            .plan;
+        assert!(shares.replica_share().is_some());
+        for bad in [
+            PlanOptions {
+                balance_tolerance: -0.1,
+                ..PlanOptions::default()
+            },
+            PlanOptions {
+                balance_tolerance: f64::NAN,
+                ..PlanOptions::default()
+            },
+            PlanOptions {
+                time_limit: Some(Duration::ZERO),
+                ..PlanOptions::default()
+            },
+            PlanOptions {
+                pricing: Some(MigrationPricing {
+                    link_bytes_per_s: 1e9,
+                    serve_seconds: 60.0,
+                }),
+                ..PlanOptions::default()
+            },
+        ] {
+            let err = solve(&t, &load(&t), &bad).unwrap_err();
+            assert!(matches!(err, PlanError::InvalidOption(_)), "{err}");
+        }
         let other = Topology::from_json(
             r#"{"num_layers": 1, "num_logical_experts": 8, "num_groups": 4,
                 "num_nodes": 2, "gpus_per_node": 2, "slots_per_gpu": 3}"#,

@@ -2,6 +2,7 @@
 //! same scoring code `ballast score` uses, so the two always agree.
 
 use rayon::prelude::*;
+use serde::Serialize;
 
 use super::{LayerStats, LayerStatus, Placement, PlanStats, Policy, Split};
 use crate::load::LoadMatrix;
@@ -9,15 +10,65 @@ use crate::plan::Plan;
 use crate::score::{self, LayerScore, Score};
 use crate::topology::Topology;
 
+/// Relative slack within which a plan counts as meeting its bound.
+const AT_BOUND: f64 = 1e-9;
+
+/// What the planner knows about one layer of its run.
+pub(super) struct LayerFacts {
+    /// Lower bound on the largest GPU load it planned against.
+    pub bound_load: f64,
+    /// The largest GPU load the planner claims; `None` when it claims
+    /// nothing beyond the plan itself.
+    pub objective_load: Option<f64>,
+    /// How the layer was solved; `None` lets the bound decide (optimal
+    /// when met, heuristic otherwise).
+    pub status: Option<LayerStatus>,
+    pub ms: f64,
+}
+
+/// What a migration-aware re-plan knows beyond the plan.
+pub(super) struct ReplanFacts {
+    pub tolerance: f64,
+    /// Per layer, the previous plan's largest GPU load under this load.
+    pub stale_loads: Vec<f64>,
+    /// Per layer, a fresh plan's largest GPU load.
+    pub fresh_loads: Vec<f64>,
+    /// `(transfer seconds, saved seconds)` under pricing.
+    pub price: Option<(f64, f64)>,
+}
+
+/// `stats.replan`: the re-plan against keeping the previous plan and
+/// against planning afresh.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReplanStats {
+    pub balance_tolerance: f64,
+    /// Model imbalance of the previous plan under this load.
+    pub previous_imbalance: f64,
+    /// Model imbalance of a fresh plan (the best the planner found).
+    pub fresh_imbalance: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub price: Option<PriceStats>,
+}
+
+/// `stats.replan.price`: is this re-plan worth it?
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PriceStats {
+    /// Seconds to copy the moved experts over the link.
+    pub transfer_s: f64,
+    /// Compute seconds the new balance saves over the serving horizon.
+    pub saved_s: f64,
+    pub worth_it: bool,
+}
+
 /// What the planner knows about its own run.
 pub(super) struct Run<'a> {
     pub policy: Policy,
     pub placement: Placement,
     pub split: Split,
     pub solve_ms: f64,
-    /// Per layer, the lower bound on the largest GPU load it planned against.
-    pub bound_loads: &'a [f64],
+    pub layers: &'a [LayerFacts],
     pub previous: Option<&'a Plan>,
+    pub replan: Option<ReplanFacts>,
 }
 
 pub(super) fn plan_stats(
@@ -40,26 +91,60 @@ pub(super) fn plan_stats(
     let layers = score
         .layers
         .iter()
-        .zip(run.bound_loads)
-        .map(|(layer, &bound)| LayerStats {
-            imbalance: layer.imbalance,
-            bound: LayerScore::new(bound, layer.ideal_load).imbalance,
-            status: LayerStatus::Heuristic,
+        .zip(run.layers)
+        .map(|(layer, facts)| {
+            let bound = LayerScore::new(facts.bound_load, layer.ideal_load).imbalance;
+            let objective = facts.objective_load.map_or(layer.imbalance, |o| {
+                LayerScore::new(o, layer.ideal_load).imbalance
+            });
+            let met = layer.imbalance <= bound * (1.0 + AT_BOUND);
+            LayerStats {
+                imbalance: layer.imbalance,
+                bound,
+                status: match facts.status {
+                    _ if met => LayerStatus::Optimal,
+                    Some(LayerStatus::Optimal) | None => LayerStatus::Heuristic,
+                    Some(status) => status,
+                },
+                objective,
+                gap: if bound > 0.0 {
+                    layer.imbalance / bound - 1.0
+                } else {
+                    0.0
+                },
+                solve_ms: facts.ms,
+            }
         })
         .collect();
+    let migrations = run
+        .previous
+        .map(|previous| score::migrations(topology, previous, plan));
+    let model = |loads: &[f64]| LayerScore::new(loads.iter().sum(), ideal_sum).imbalance;
+    let bound_loads: Vec<f64> = run.layers.iter().map(|l| l.bound_load).collect();
     PlanStats {
         policy: run.policy.name().to_string(),
         solve_ms: run.solve_ms,
         model_imbalance: score.model_imbalance,
-        bound: LayerScore::new(run.bound_loads.iter().sum(), ideal_sum).imbalance,
+        bound: model(&bound_loads),
         placement: run.placement,
         split: run.split,
         mean_layer_imbalance: score.mean_layer_imbalance,
         max_layer_imbalance: score.max_layer_imbalance,
         same_gpu_duplicates: score.same_gpu_duplicates,
-        migrations: run
-            .previous
-            .map(|previous| score::migrations(topology, previous, plan)),
+        bytes_moved: migrations
+            .zip(topology.expert_bytes())
+            .map(|(m, bytes)| m as u64 * bytes),
+        migrations,
+        replan: run.replan.map(|r| ReplanStats {
+            balance_tolerance: r.tolerance,
+            previous_imbalance: model(&r.stale_loads),
+            fresh_imbalance: model(&r.fresh_loads),
+            price: r.price.map(|(transfer_s, saved_s)| PriceStats {
+                transfer_s,
+                saved_s,
+                worth_it: saved_s > transfer_s,
+            }),
+        }),
         layers,
     }
 }
