@@ -5,23 +5,18 @@
 //! against the plan for the original one (`previous`).
 //! Run: `cargo bench -p ballast-solver --bench optimal`.
 
-use std::path::PathBuf;
+#[path = "../examples/support/mod.rs"]
+mod support;
+
 use std::time::Duration;
 
 use ballast_solver::planner::{PlanOptions, Policy, Split};
 use ballast_solver::{solve, LoadMatrix, Topology};
 use criterion::{criterion_group, criterion_main, Criterion};
 
-fn data(path: &str) -> String {
-    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../data")
-        .join(path);
-    std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
-}
-
 fn input(topology: &str, load: &str) -> (Topology, LoadMatrix) {
-    let topology = Topology::from_json(&data(&format!("topologies/{topology}.json"))).unwrap();
-    let load = LoadMatrix::from_json(&data(&format!("loads/{load}.json")), &topology).unwrap();
+    let topology = support::read_topology(topology);
+    let load = support::read_load(load, &topology);
     (topology, load)
 }
 
@@ -93,8 +88,7 @@ fn optimal(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(10));
     for (name, topology, base, split) in REPLAN {
         let (topology, first) = input(topology, base);
-        let next = LoadMatrix::from_json(&data(&format!("loads/{base}_drift0.1.json")), &topology)
-            .unwrap();
+        let next = support::read_load(&format!("{base}_drift0.1"), &topology);
         let mut options = options(split);
         options.previous = Some(solve(&topology, &first, &options).unwrap().plan);
         group.bench_function(name, |b| {

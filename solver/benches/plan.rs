@@ -4,22 +4,17 @@
 //! `plan_1thread/*` pins it to one thread; `bound/*` times the bounds alone.
 //! Run: `cargo bench -p ballast-solver --bench plan`.
 
-use std::path::PathBuf;
+#[path = "../examples/support/mod.rs"]
+mod support;
+
 use std::time::Duration;
 
 use ballast_solver::{model_bounds, solve, LoadMatrix, PlanOptions, Policy, Topology};
 use criterion::{criterion_group, criterion_main, Criterion};
 
-fn data(path: &str) -> String {
-    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../data")
-        .join(path);
-    std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
-}
-
 fn input(topology: &str, load: &str) -> (Topology, LoadMatrix) {
-    let topology = Topology::from_json(&data(&format!("topologies/{topology}.json"))).unwrap();
-    let load = LoadMatrix::from_json(&data(&format!("loads/{load}.json")), &topology).unwrap();
+    let topology = support::read_topology(topology);
+    let load = support::read_load(load, &topology);
     (topology, load)
 }
 

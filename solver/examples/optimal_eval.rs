@@ -15,30 +15,25 @@
 //! cargo run --release -p ballast-solver --example optimal_eval
 //! ```
 
-use std::path::PathBuf;
+#[path = "support/mod.rs"]
+mod support;
+
 use std::time::{Duration, Instant};
 
 use ballast_solver::planner::{LayerStatus, PlanOptions, Policy, Split};
 use ballast_solver::{solve, LoadMatrix, PlanOutcome, Topology};
 
-fn data(path: &str) -> String {
-    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../data")
-        .join(path);
-    std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
-}
-
 fn topology(name: &str) -> Topology {
-    Topology::from_json(&data(&format!("topologies/{name}.json"))).expect("sample topology")
+    support::read_topology(name)
 }
 
 fn load(topology: &Topology, name: &str) -> LoadMatrix {
-    LoadMatrix::from_json(&data(&format!("loads/{name}.json")), topology).expect("sample load")
+    support::read_load(name, topology)
 }
 
 /// EPLB's figures for one (config, dist) row of `eplb_reference.csv`.
 fn eplb(config: &str, dist: &str) -> Option<(f64, f64)> {
-    let text = data("eplb_reference.csv");
+    let text = support::read_data("eplb_reference.csv");
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next()?.split(',').collect();
     let col = |name: &str| header.iter().position(|h| *h == name);

@@ -5,8 +5,10 @@
 //! compare; `lb_hier_imb_mean` is the mean per-layer node-local bound, which
 //! our own bound must reproduce. Run with `-- --nocapture` for the table.
 
+#[path = "../examples/support/mod.rs"]
+mod support;
+
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use ballast_solver::planner::PlanError;
 use ballast_solver::{model_bounds, solve, LoadMatrix, PlanOptions, PlanOutcome, Policy, Topology};
@@ -17,16 +19,9 @@ const CSV_ROUNDING: f64 = 5e-6;
 /// The target: within 0.1 % of the node-local bound on prefill/small.
 const MAX_GAP: f64 = 1e-3;
 
-fn data(path: &str) -> String {
-    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../data")
-        .join(path);
-    std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
-}
-
 /// `config,dist` → column → value.
 fn reference() -> HashMap<(String, String), HashMap<String, f64>> {
-    let text = data("eplb_reference.csv");
+    let text = support::read_data("eplb_reference.csv");
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
     lines
@@ -91,9 +86,8 @@ const CASES: [Case; 5] = [
 ];
 
 fn plan(case: &Case, load_file: &str) -> (Topology, LoadMatrix, Result<PlanOutcome, PlanError>) {
-    let topology =
-        Topology::from_json(&data(&format!("topologies/{}.json", case.topology))).unwrap();
-    let load = LoadMatrix::from_json(&data(&format!("loads/{load_file}.json")), &topology).unwrap();
+    let topology = support::read_topology(case.topology);
+    let load = support::read_load(load_file, &topology);
     let options = PlanOptions {
         policy: case.policy,
         ..PlanOptions::default()

@@ -5,6 +5,9 @@
 //! only to replicas of its expert (and on its node when required), in whole
 //! tokens; the optimum equals the MILP's; the bottleneck certificate holds.
 
+#[path = "../examples/support/mod.rs"]
+mod support;
+
 use std::sync::Mutex;
 
 use good_lp::solvers::highs::highs;
@@ -462,10 +465,8 @@ fn milp_with_budget(case: &Case, tokens: &[u64], budget: usize) -> Option<f64> {
 /// whole-token router agree with HiGHS.
 #[test]
 fn sample_layers_match_highs() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data");
-    let read = |path: &str| std::fs::read_to_string(dir.join(path)).expect("sample data");
-    let topology = Topology::from_json(&read("topologies/prefill.json")).unwrap();
-    let load = LoadMatrix::from_json(&read("loads/E256_zipf0.8.json"), &topology).unwrap();
+    let topology = support::read_topology("prefill");
+    let load = support::read_load("E256_zipf0.8", &topology);
     let (experts, slots) = (topology.num_logical_experts(), topology.num_slots());
     let per_gpu = topology.slots_per_gpu();
     // Experts scattered over the slots; the spare slots replicate the

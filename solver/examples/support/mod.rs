@@ -1,4 +1,4 @@
-//! Shared by `examples/routing_eval.rs` and `benches/routing.rs`: the
+//! Shared by the solver's examples, benches and data-driven tests: the
 //! repo's sample data, a seeded RNG, batches drawn from a layer's load, and
 //! an EPLB-style plan to route over (independent of the crate's planner, so
 //! the routing figures do not move when the planner changes).
@@ -14,16 +14,20 @@ pub fn data_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data")
 }
 
+/// A file under `data/`, as text.
+pub fn read_data(relative: &str) -> String {
+    let path = data_dir().join(relative);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 pub fn read_topology(name: &str) -> Topology {
-    let path = data_dir().join("topologies").join(format!("{name}.json"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    Topology::from_json(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    Topology::from_json(&read_data(&format!("topologies/{name}.json")))
+        .unwrap_or_else(|e| panic!("topologies/{name}.json: {e}"))
 }
 
 pub fn read_load(name: &str, topology: &Topology) -> LoadMatrix {
-    let path = data_dir().join("loads").join(format!("{name}.json"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    LoadMatrix::from_json(&text, topology).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    LoadMatrix::from_json(&read_data(&format!("loads/{name}.json")), topology)
+        .unwrap_or_else(|e| panic!("loads/{name}.json: {e}"))
 }
 
 /// SplitMix64: small, seedable, good enough for sampling batches.
