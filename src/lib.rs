@@ -15,6 +15,7 @@
 pub mod api;
 pub mod cli;
 pub mod domain;
+pub mod ingest_queue;
 pub mod metrics;
 pub mod planner_loop;
 pub mod registry;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::ingest_queue::IngestQueue;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::service::config::ServeConfig;
@@ -43,6 +44,8 @@ impl Heartbeat {
 pub struct AppState {
     pub config: Arc<ServeConfig>,
     pub store: Arc<Store>,
+    /// Telemetry windows on their way into the store (group commit).
+    pub ingest: IngestQueue,
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
     pub heartbeat: Arc<Heartbeat>,

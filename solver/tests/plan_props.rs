@@ -182,6 +182,12 @@ fn check(input: &Input, policy: Policy) -> Result<(), TestCaseError> {
 
     // The bound is a bound, and the one `model_bounds` reports.
     prop_assert!(stats.bound <= stats.model_imbalance * (1.0 + EPS));
+    // Optimal routing never loses to the plan's own split, and no routing
+    // beats perfect balance.
+    let routed = &stats.optimal_routing;
+    prop_assert!(routed.model_imbalance <= stats.model_imbalance * (1.0 + EPS));
+    prop_assert!(routed.max_layer_imbalance <= stats.max_layer_imbalance * (1.0 + EPS));
+    prop_assert!(routed.model_imbalance >= 1.0 - EPS);
     for layer in &stats.layers {
         prop_assert!(layer.bound <= layer.imbalance * (1.0 + EPS), "{:?}", layer);
     }

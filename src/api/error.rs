@@ -7,6 +7,7 @@ use axum::Json;
 use serde::Serialize;
 use tracing::error;
 
+use crate::ingest_queue::IngestError;
 use crate::planner_loop::candidate::CandidateError;
 use crate::planner_loop::cycle::CycleError;
 use crate::store::StoreError;
@@ -70,6 +71,22 @@ impl From<StoreError> for ApiError {
         // Database details stay in the log; the client learns it is on our side.
         error!(error = %err, "store error");
         ApiError::unavailable("the database is unavailable or returned an error; retry later")
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(err: IngestError) -> Self {
+        match err {
+            IngestError::Store(err) => {
+                error!(error = %err, "store error while ingesting");
+                ApiError::unavailable(
+                    "the database is unavailable or returned an error; retry later",
+                )
+            }
+            IngestError::Closed => {
+                ApiError::unavailable("the service is shutting down; retry later")
+            }
+        }
     }
 }
 

@@ -113,18 +113,15 @@ async fn ingest(
     let logical = logical_load(state, &entry, &window).await?;
     let bucket = bucket_of(window.end_ms, state.config.window.as_millis() as i64);
     let outcome = state
-        .store
-        .ingest(
-            StagedWindow {
-                cluster: info.name.as_str(),
-                lineage: info.lineage,
-                worker: window.worker.as_str(),
-                seq: window.seq,
-                bucket,
-                load: load_codec::encode(&logical),
-            },
-            now,
-        )
+        .ingest
+        .submit(StagedWindow {
+            cluster: info.name.as_str().to_owned(),
+            lineage: info.lineage,
+            worker: window.worker.as_str().to_owned(),
+            seq: window.seq,
+            bucket,
+            load: load_codec::encode(&logical),
+        })
         .await?;
     let window_ms = state.config.window.as_millis() as i64;
     match outcome {

@@ -214,6 +214,11 @@ fn summary(stats: &PlanStats, out: &Path, format: Format) -> Vec<String> {
             ratio(stats.mean_layer_imbalance),
             ratio(stats.max_layer_imbalance)
         ),
+        format!(
+            "with optimal routing: model imbalance {}  layer max {}",
+            ratio(stats.optimal_routing.model_imbalance),
+            ratio(stats.optimal_routing.max_layer_imbalance)
+        ),
         format!("same-GPU duplicates {}", stats.same_gpu_duplicates),
     ];
     if let Some(migrations) = stats.migrations {
@@ -243,7 +248,7 @@ fn summary(stats: &PlanStats, out: &Path, format: Format) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use ballast_solver::planner::{LayerStats, LayerStatus};
+    use ballast_solver::planner::{LayerStats, LayerStatus, RoutedStats};
     use clap::Parser;
 
     use super::*;
@@ -262,6 +267,11 @@ mod tests {
             migrations,
             bytes_moved: None,
             replan: None,
+            optimal_routing: RoutedStats {
+                model_imbalance: 1.03,
+                mean_layer_imbalance: 1.035,
+                max_layer_imbalance: 1.07,
+            },
             layers: vec![
                 LayerStats {
                     imbalance: 1.02,
@@ -286,6 +296,10 @@ mod tests {
         assert_eq!(
             lines[1],
             "model imbalance 1.0500  bound 1.0400  gap +0.962 %"
+        );
+        assert_eq!(
+            lines[3],
+            "with optimal routing: model imbalance 1.0300  layer max 1.0700"
         );
         assert!(!lines.iter().any(|l| l.starts_with("migrations")));
         assert_eq!(lines.last().unwrap(), "wrote plan.json (native)");

@@ -465,6 +465,11 @@ fn document(
     figures: &Figures,
 ) -> Value {
     let mut doc: Map<String, Value> = candidate.plan.to_document(topology.num_logical_experts());
+    // `log2phy` and `logcnt` derive from `phy2log` and are ten times its size
+    // (decode: 0.9 MB of 1 MB); every poller would download them. Engines
+    // that want them ask for an export (`?format=`).
+    doc.remove("log2phy");
+    doc.remove("logcnt");
     let mut stats = match serde_json::to_value(&candidate.stats) {
         Ok(Value::Object(map)) => map,
         _ => Map::new(),

@@ -116,11 +116,15 @@ impl Store {
                     if backend == Backend::Sqlite {
                         // WAL: readers never block the writer. synchronous=NORMAL
                         // in WAL mode loses nothing when the process dies (kill -9);
-                        // only an OS crash can drop the last commits.
+                        // only an OS crash can drop the last commits. Automatic
+                        // checkpoints would run inside a writer's commit, under the
+                        // writer gate, stalling every queued ingest for tens of
+                        // milliseconds; `checkpoint` runs them beside the writers.
                         for pragma in [
                             "PRAGMA journal_mode = WAL",
                             "PRAGMA synchronous = NORMAL",
                             "PRAGMA busy_timeout = 10000",
+                            "PRAGMA wal_autocheckpoint = 0",
                         ] {
                             sqlx::query(pragma).execute(&mut *conn).await?;
                         }
@@ -166,6 +170,19 @@ impl Store {
     pub async fn migrate(&self) -> StoreResult<()> {
         let _gate = self.gate().await;
         Self::migrator().run(&self.pool).await?;
+        if self.backend == Backend::Postgres {
+            // Load blobs are dense counts that barely compress; PostgreSQL's
+            // default TOAST compression of every 60 KB window was most of its
+            // CPU at decode-scale ingest. Storage settings have no SQLite
+            // equivalent, hence here and not in `migrations/`; repeating
+            // them is harmless.
+            for statement in [
+                "ALTER TABLE telemetry_pending ALTER COLUMN load SET STORAGE EXTERNAL",
+                "ALTER TABLE load_windows ALTER COLUMN load SET STORAGE EXTERNAL",
+            ] {
+                sqlx::query(statement).execute(&self.pool).await?;
+            }
+        }
         Ok(())
     }
 
@@ -209,6 +226,18 @@ impl Store {
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
                 .bind(lock_key(cluster))
                 .execute(&mut *tx.tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Copies the SQLite write-ahead log back into the database file without
+    /// waiting for readers or the writer (PostgreSQL: nothing to do). Run
+    /// periodically, since automatic checkpoints are off.
+    pub async fn checkpoint(&self) -> StoreResult<()> {
+        if self.backend == Backend::Sqlite {
+            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&self.pool)
                 .await?;
         }
         Ok(())

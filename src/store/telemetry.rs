@@ -1,9 +1,8 @@
 //! Telemetry: idempotent ingest of worker windows, and the fold that sums
 //! them into per-cluster load windows.
 //!
-//! Ingest is one short transaction per window: advance the worker's `last_seq`
-//! (the monotonicity check and the row lock in one statement), record the
-//! receipt, stage the load. Staged windows are folded into `load_windows`
+//! Ingest stages windows in short transactions, several windows per commit
+//! when they arrive together (see [`crate::ingest_queue`]). Staged windows are folded into `load_windows`
 //! by the planner, under the cluster lock, and deleted in the same
 //! transaction, so each accepted window is counted exactly once even when
 //! the process dies mid-fold.
@@ -12,7 +11,7 @@ use std::collections::BTreeMap;
 
 use sqlx::Row;
 
-use super::{to_usize, Store, StoreResult};
+use super::{to_usize, Store, StoreResult, WriteTx};
 use crate::domain::load_codec;
 
 /// The outcome of storing one window.
@@ -29,11 +28,11 @@ pub enum IngestOutcome {
 }
 
 /// One window to stage.
-#[derive(Debug)]
-pub struct StagedWindow<'a> {
-    pub cluster: &'a str,
+#[derive(Debug, Clone)]
+pub struct StagedWindow {
+    pub cluster: String,
     pub lineage: i64,
-    pub worker: &'a str,
+    pub worker: String,
     pub seq: i64,
     pub bucket: i64,
     pub load: Vec<u8>,
@@ -60,62 +59,21 @@ pub struct LoadWindow {
 }
 
 impl Store {
-    pub async fn ingest(&self, w: StagedWindow<'_>, now_ms: i64) -> StoreResult<IngestOutcome> {
+    /// Stores a batch of windows in one transaction (group commit): either
+    /// every outcome holds or, on error, nothing of the batch was stored.
+    /// A `(worker, seq)` repeated inside the batch counts once.
+    pub async fn ingest_batch(
+        &self,
+        windows: &[StagedWindow],
+        now_ms: i64,
+    ) -> StoreResult<Vec<IngestOutcome>> {
         let mut tx = self.write().await?;
-        let advanced = sqlx::query(
-            "UPDATE workers SET last_seq = $3, last_seen_at_ms = $4, down_since_ms = NULL
-             WHERE cluster = $1 AND name = $2 AND last_seq < $3",
-        )
-        .bind(w.cluster)
-        .bind(w.worker)
-        .bind(w.seq)
-        .bind(now_ms)
-        .execute(&mut *tx.tx)
-        .await?
-        .rows_affected();
-        if advanced == 0 {
-            let seen = sqlx::query(
-                "SELECT 1 FROM telemetry_receipts WHERE cluster = $1 AND worker = $2 AND seq = $3",
-            )
-            .bind(w.cluster)
-            .bind(w.worker)
-            .bind(w.seq)
-            .fetch_optional(&mut *tx.tx)
-            .await?;
-            if seen.is_some() {
-                return Ok(IngestOutcome::Duplicate);
-            }
-            let last: Option<i64> =
-                sqlx::query_scalar("SELECT last_seq FROM workers WHERE cluster = $1 AND name = $2")
-                    .bind(w.cluster)
-                    .bind(w.worker)
-                    .fetch_optional(&mut *tx.tx)
-                    .await?;
-            return Ok(match last {
-                Some(last_seq) => IngestOutcome::NotMonotone { last_seq },
-                None => IngestOutcome::UnknownWorker,
-            });
+        let mut outcomes = Vec::with_capacity(windows.len());
+        for w in windows {
+            outcomes.push(stage(&mut tx, w, now_ms).await?);
         }
-        sqlx::query("INSERT INTO telemetry_receipts (cluster, worker, seq, received_at_ms) VALUES ($1, $2, $3, $4)")
-            .bind(w.cluster)
-            .bind(w.worker)
-            .bind(w.seq)
-            .bind(now_ms)
-            .execute(&mut *tx.tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO telemetry_pending (cluster, worker, seq, lineage, bucket, load) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(w.cluster)
-        .bind(w.worker)
-        .bind(w.seq)
-        .bind(w.lineage)
-        .bind(w.bucket)
-        .bind(w.load)
-        .execute(&mut *tx.tx)
-        .await?;
         tx.commit().await?;
-        Ok(IngestOutcome::Accepted)
+        Ok(outcomes)
     }
 
     /// Folds up to `limit` staged windows of `cluster` into their load
@@ -273,4 +231,65 @@ impl Store {
         tx.commit().await?;
         Ok(a + b)
     }
+}
+
+/// Stages one window inside `tx`: advance the worker's `last_seq` (the
+/// monotonicity check and the row lock in one statement), record the
+/// receipt, stage the load.
+async fn stage(tx: &mut WriteTx<'_>, w: &StagedWindow, now_ms: i64) -> StoreResult<IngestOutcome> {
+    let advanced = sqlx::query(
+        "UPDATE workers SET last_seq = $3, last_seen_at_ms = $4, down_since_ms = NULL
+         WHERE cluster = $1 AND name = $2 AND last_seq < $3",
+    )
+    .bind(&w.cluster)
+    .bind(&w.worker)
+    .bind(w.seq)
+    .bind(now_ms)
+    .execute(&mut *tx.tx)
+    .await?
+    .rows_affected();
+    if advanced == 0 {
+        let seen = sqlx::query(
+            "SELECT 1 FROM telemetry_receipts WHERE cluster = $1 AND worker = $2 AND seq = $3",
+        )
+        .bind(&w.cluster)
+        .bind(&w.worker)
+        .bind(w.seq)
+        .fetch_optional(&mut *tx.tx)
+        .await?;
+        if seen.is_some() {
+            return Ok(IngestOutcome::Duplicate);
+        }
+        let last: Option<i64> =
+            sqlx::query_scalar("SELECT last_seq FROM workers WHERE cluster = $1 AND name = $2")
+                .bind(&w.cluster)
+                .bind(&w.worker)
+                .fetch_optional(&mut *tx.tx)
+                .await?;
+        return Ok(match last {
+            Some(last_seq) => IngestOutcome::NotMonotone { last_seq },
+            None => IngestOutcome::UnknownWorker,
+        });
+    }
+    sqlx::query(
+        "INSERT INTO telemetry_receipts (cluster, worker, seq, received_at_ms) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(&w.cluster)
+    .bind(&w.worker)
+    .bind(w.seq)
+    .bind(now_ms)
+    .execute(&mut *tx.tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO telemetry_pending (cluster, worker, seq, lineage, bucket, load) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&w.cluster)
+    .bind(&w.worker)
+    .bind(w.seq)
+    .bind(w.lineage)
+    .bind(w.bucket)
+    .bind(&w.load)
+    .execute(&mut *tx.tx)
+    .await?;
+    Ok(IngestOutcome::Accepted)
 }

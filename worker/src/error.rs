@@ -102,6 +102,8 @@ pub enum MoeError {
     Quant(#[from] QuantError),
     #[error(transparent)]
     Plan(#[from] PlanError),
+    #[error(transparent)]
+    Routing(#[from] ballast_solver::routing::RoutingError),
 }
 
 /// A node could not take on a plan; its weights are unchanged.

@@ -11,12 +11,15 @@
 //! - [`node`]: a node's G GPUs × S slots of FP8 weights per layer, and the
 //!   double-buffered switch to a new plan (moves, byte counts, checksums).
 //! - [`traffic`]: seeded synthetic routing traffic with skew and drift.
+//! - [`agent`]: the `ballast-worker run` process: telemetry windows to the
+//!   Ballast service, plans from it, applied at step boundaries, `/metrics`.
 //! - [`accuracy`]: f64 references, an emulation of tensor-core accumulation,
 //!   and the self-test behind `ballast-worker selftest`.
 //!
 //! Heavy loops run on rayon's global pool; results do not depend on its size.
 
 pub mod accuracy;
+pub mod agent;
 pub mod error;
 pub mod fp8;
 pub mod gemm;

@@ -1,5 +1,5 @@
-//! `ballast-worker`: one process per node. For now it offers the numerical
-//! self-test; the agent that talks to the Ballast service comes later.
+//! `ballast-worker`: one process per node. `run` is the agent that talks to
+//! the Ballast service; `selftest` measures the FP8 accuracy figures.
 
 use std::process::ExitCode;
 
@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use ballast_worker::accuracy::selftest::{self, SelftestConfig, SelftestReport};
+use ballast_worker::agent::{self, RunArgs};
 
 #[derive(Parser)]
 #[command(
@@ -21,6 +22,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the agent for one node: synthetic batches through the MoE layers,
+    /// telemetry to the service, plans from it (logs: BALLAST_WORKER_LOG).
+    Run(Box<RunArgs>),
     /// Measure the FP8 accuracy figures on seeded N(0,1) inputs and check their targets.
     Selftest {
         /// Print one JSON object instead of a table.
@@ -45,6 +49,17 @@ enum Command {
 
 fn main() -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
+        Command::Run(args) => {
+            init_logging();
+            let config = args.into_config().context("invalid option")?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(agent::run(config, shutdown_signal()))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Selftest {
             json,
             tokens,
@@ -109,4 +124,39 @@ fn print_table(report: &SelftestReport) {
         "  {:<30} {:>12.4e}",
         "moe_layer_rel_err", f.moe_layer_rel_err
     );
+}
+
+/// Text logs on stderr, filtered by `BALLAST_WORKER_LOG` (default `info`).
+fn init_logging() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BALLAST_WORKER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        // Without a handler we simply never see Ctrl-C.
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
 }

@@ -9,7 +9,10 @@
 //! takes a random-walk step of `drift_per_batch` per batch — rescaled so
 //! the spread, and thus the skew, stays the same while identities drift —
 //! and can be shaken on demand ([`TrafficGenerator::induce_drift`]).
-//! Everything comes from one seeded ChaCha8 stream.
+//! Popularity and its drift come from one ChaCha8 stream seeded by `seed`;
+//! tokens come from a second one seeded by `seed` and `stream`, so the nodes
+//! of a cluster (one stream each) see the same hot experts but different
+//! tokens, as data-parallel ranks of one model do.
 
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
@@ -46,6 +49,9 @@ pub struct TrafficSpec {
     /// Random-walk step of every log-popularity per batch.
     pub drift_per_batch: f64,
     pub seed: u64,
+    /// Which token stream of the seed (e.g. the node index).
+    #[serde(default)]
+    pub stream: u64,
 }
 
 /// One batch: each layer's routing of the same tokens.
@@ -67,7 +73,10 @@ impl Batch {
 pub struct TrafficGenerator {
     config: MoeConfig,
     spec: TrafficSpec,
+    /// Popularity, its drift and induced shuffles.
     rng: ChaCha8Rng,
+    /// Per-token noise and hidden states.
+    token_rng: ChaCha8Rng,
     popularity: Vec<Vec<f64>>,
     /// Mean and standard deviation each layer's popularity is held at.
     moments: Vec<(f64, f64)>,
@@ -122,10 +131,13 @@ impl TrafficGenerator {
             })
             .collect();
         let moments = popularity.iter().map(|p| moments(p)).collect();
+        let mut token_rng = ChaCha8Rng::seed_from_u64(spec.seed);
+        token_rng.set_stream(spec.stream.wrapping_add(1));
         Ok(TrafficGenerator {
             config: config.clone(),
             spec,
             rng,
+            token_rng,
             popularity,
             moments,
             next_index: 0,
@@ -143,7 +155,7 @@ impl TrafficGenerator {
         let zero_bias = vec![0.0f32; experts];
         let routings = (0..self.spec.layers)
             .map(|layer| {
-                let noise = normal_matrix(&mut self.rng, tokens, experts);
+                let noise = normal_matrix(&mut self.token_rng, tokens, experts);
                 let popularity = &self.popularity[layer];
                 let scores = Matrix::from_fn(tokens, experts, |t, e| {
                     let logit = popularity[e] + self.spec.token_noise * f64::from(noise.get(t, e));
@@ -161,7 +173,7 @@ impl TrafficGenerator {
     /// N(0, 1) hidden states for a batch, when the experts should really run.
     pub fn hidden_states(&mut self) -> Matrix<f32> {
         normal_matrix(
-            &mut self.rng,
+            &mut self.token_rng,
             self.spec.tokens_per_batch,
             self.config.hidden(),
         )
@@ -215,6 +227,7 @@ mod tests {
             token_noise: 0.5,
             drift_per_batch: drift,
             seed: 9,
+            stream: 0,
         }
     }
 
@@ -237,6 +250,20 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(a.next_batch().routings, b.next_batch().routings);
         }
+    }
+
+    #[test]
+    fn streams_share_popularity_but_not_tokens() {
+        let config = MoeConfig::new(small_spec()).unwrap();
+        let mut other = spec(Skew::Zipf { exponent: 1.0 }, 0.0);
+        other.stream = 1;
+        let mut a = generator(Skew::Zipf { exponent: 1.0 }, 0.0);
+        let mut b = TrafficGenerator::new(&config, other).unwrap();
+        assert_eq!(a.popularity(0), b.popularity(0));
+        assert_ne!(a.next_batch().routings, b.next_batch().routings);
+        a.induce_drift(0.5);
+        b.induce_drift(0.5);
+        assert_eq!(a.popularity(1), b.popularity(1));
     }
 
     #[test]

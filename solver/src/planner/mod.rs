@@ -175,7 +175,18 @@ pub struct PlanStats {
     /// How a migration-aware re-plan compares with its alternatives.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replan: Option<ReplanStats>,
+    /// The same placement with each layer's load routed optimally among the
+    /// replicas (`score --routing optimal`): what per-batch routing reaches.
+    pub optimal_routing: RoutedStats,
     pub layers: Vec<LayerStats>,
+}
+
+/// `stats.optimal_routing`: imbalance figures under the best routing.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RoutedStats {
+    pub model_imbalance: f64,
+    pub mean_layer_imbalance: f64,
+    pub max_layer_imbalance: f64,
 }
 
 /// A plan and the figures that describe it.

@@ -4,9 +4,10 @@
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::{LayerStats, LayerStatus, Placement, PlanStats, Policy, Split};
+use super::{LayerStats, LayerStatus, Placement, PlanStats, Policy, RoutedStats, Split};
 use crate::load::LoadMatrix;
 use crate::plan::Plan;
+use crate::routing;
 use crate::score::{self, LayerScore, Score};
 use crate::topology::Topology;
 
@@ -121,6 +122,7 @@ pub(super) fn plan_stats(
         .map(|previous| score::migrations(topology, previous, plan));
     let model = |loads: &[f64]| LayerScore::new(loads.iter().sum(), ideal_sum).imbalance;
     let bound_loads: Vec<f64> = run.layers.iter().map(|l| l.bound_load).collect();
+    let routed = routing::score_optimal(topology, load, plan);
     PlanStats {
         policy: run.policy.name().to_string(),
         solve_ms: run.solve_ms,
@@ -145,6 +147,11 @@ pub(super) fn plan_stats(
                 worth_it: saved_s > transfer_s,
             }),
         }),
+        optimal_routing: RoutedStats {
+            model_imbalance: routed.model_imbalance,
+            mean_layer_imbalance: routed.mean_layer_imbalance,
+            max_layer_imbalance: routed.max_layer_imbalance,
+        },
         layers,
     }
 }

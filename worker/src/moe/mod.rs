@@ -1,5 +1,6 @@
 //! A DeepSeek-style MoE layer on the FP8 path: [`router`] picks experts,
-//! [`mod@dispatch`] sends each assignment to a physical replica by the plan,
+//! [`mod@dispatch`] sends each assignment to a physical replica by the plan
+//! (or [`optimal`] routes each batch exactly),
 //! [`expert`] runs SwiGLU experts in grouped FP8 GEMMs, [`layer`] combines
 //! the results in f32. [`master`] holds unquantized weights and the f64
 //! reference. Widths are configurable ([`config`]) so tests stay small.
@@ -9,6 +10,7 @@ pub mod dispatch;
 pub mod expert;
 pub mod layer;
 pub mod master;
+pub mod optimal;
 pub mod router;
 
 pub use config::{MoeConfig, MoeSpec};
@@ -16,4 +18,5 @@ pub use dispatch::{dispatch, dispatch_counts, Dispatch, Placement};
 pub use expert::{ExpertMaster, ExpertWeights};
 pub use layer::{LayerOutput, MoeLayer, SlotWeights};
 pub use master::LayerMaster;
+pub use optimal::{DispatchMode, OptimalDispatcher};
 pub use router::{Router, Routing};

@@ -1,0 +1,108 @@
+//! Group commit for telemetry: windows that arrive together are staged in
+//! one transaction instead of one each.
+//!
+//! At decode scale (320 workers, a window each per second) ingest is bound
+//! by commits, and on SQLite every commit waits its turn for the single
+//! writer. Handlers hand their parsed window to a queue; writer tasks take
+//! whatever has queued up (up to a batch), store it in one transaction and
+//! answer every handler. A window is acknowledged only after its batch
+//! committed; a failed batch stores nothing and every handler in it gets
+//! the error, so the worker retries and nothing is counted twice.
+
+use std::sync::Arc;
+
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+use crate::state::now_ms;
+use crate::store::telemetry::{IngestOutcome, StagedWindow};
+use crate::store::{Backend, Store, StoreError};
+
+/// Windows stored per transaction at most.
+const MAX_BATCH: usize = 128;
+/// Windows waiting for a writer before handlers wait to enqueue.
+const QUEUE_DEPTH: usize = 4096;
+
+/// Why a window was not stored.
+#[derive(Debug, Clone, Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Store(Arc<StoreError>),
+    #[error("the service is shutting down")]
+    Closed,
+}
+
+struct Job {
+    window: StagedWindow,
+    reply: oneshot::Sender<Result<IngestOutcome, IngestError>>,
+}
+
+/// The handlers' side of the queue; writer tasks end when it is dropped.
+#[derive(Clone)]
+pub struct IngestQueue {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl IngestQueue {
+    /// Starts the writer tasks: one on SQLite (it has one writer anyway),
+    /// a few on PostgreSQL, whose writers run concurrently.
+    pub fn start(store: Arc<Store>) -> IngestQueue {
+        let writers = match store.backend() {
+            Backend::Sqlite => 1,
+            Backend::Postgres => 4,
+        };
+        let (jobs, receiver) = mpsc::channel(QUEUE_DEPTH);
+        let receiver = Arc::new(Mutex::new(receiver));
+        for _ in 0..writers {
+            tokio::spawn(write_batches(store.clone(), receiver.clone()));
+        }
+        IngestQueue { jobs }
+    }
+
+    /// Stores one window; returns once its batch committed.
+    pub async fn submit(&self, window: StagedWindow) -> Result<IngestOutcome, IngestError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job { window, reply })
+            .await
+            .map_err(|_| IngestError::Closed)?;
+        answer.await.map_err(|_| IngestError::Closed)?
+    }
+}
+
+async fn write_batches(store: Arc<Store>, receiver: Arc<Mutex<mpsc::Receiver<Job>>>) {
+    let mut jobs = Vec::with_capacity(MAX_BATCH);
+    loop {
+        {
+            let mut receiver = receiver.lock().await;
+            if receiver.recv_many(&mut jobs, MAX_BATCH).await == 0 {
+                return;
+            }
+        }
+        // One lock order for every batch, so concurrent PostgreSQL writers
+        // updating the same workers' rows cannot deadlock.
+        jobs.sort_by(|a, b| {
+            (&a.window.cluster, &a.window.worker, a.window.seq).cmp(&(
+                &b.window.cluster,
+                &b.window.worker,
+                b.window.seq,
+            ))
+        });
+        let (windows, replies): (Vec<_>, Vec<_>) =
+            jobs.drain(..).map(|job| (job.window, job.reply)).unzip();
+        match store.ingest_batch(&windows, now_ms()).await {
+            Ok(outcomes) => {
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    // A handler that went away (client disconnected) needs no answer.
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Err(err) => {
+                let err = Arc::new(err);
+                for reply in replies {
+                    let _ = reply.send(Err(IngestError::Store(err.clone())));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! The compute thread: one step after another, each a synthetic batch run
+//! through every MoE layer on this node's FP8 weights under the current
+//! plan; plans are switched only between steps.
+//!
+//! A step: take the newest plan handed over by the watcher (apply it with
+//! [`NodeState::apply`], rebuild the dispatchers, report the version to the
+//! acker); apply a requested drift; draw a batch; per layer, count the
+//! routing into the telemetry window, dispatch the assignments to replicas,
+//! and run the layer (the node's own slots in FP8; assignments to other
+//! nodes' slots are counted, as the all-to-all would send them). When the
+//! window period has passed, close one window per GPU worker into the
+//! outbox. The thread runs on rayon's pool and never blocks on the network.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use prometheus::IntCounter;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::drift::DriftFile;
+use super::error::AgentError;
+use super::metrics::AgentMetrics;
+use super::outbox::Outbox;
+use super::plans::PlanUpdate;
+use super::window::WindowCounts;
+use crate::error::{ConfigError, MoeError};
+use crate::moe::dispatch::{dispatch, Dispatch};
+use crate::moe::router::Routing;
+use crate::moe::{DispatchMode, MoeLayer, OptimalDispatcher, Placement};
+use crate::node::{ApplyReport, NodeShape, NodeState};
+use crate::traffic::TrafficGenerator;
+
+/// Per-layer dispatch under one plan.
+#[derive(Debug)]
+enum Routes {
+    /// Even split or the plan's shares (the placement carries which).
+    Split(Vec<Placement>),
+    Optimal(Vec<OptimalDispatcher>),
+}
+
+impl Routes {
+    fn new(
+        mode: DispatchMode,
+        placements: Vec<Placement>,
+        shape: &NodeShape,
+    ) -> Result<Self, ConfigError> {
+        let per_gpu = shape.slots_per_gpu();
+        let gpus = shape.cluster_slots() / per_gpu;
+        Ok(match mode {
+            DispatchMode::Even | DispatchMode::Share => Routes::Split(placements),
+            DispatchMode::Optimal => Routes::Optimal(
+                placements
+                    .into_iter()
+                    .map(|p| OptimalDispatcher::new(p, gpus, per_gpu))
+                    .collect::<Result<_, _>>()?,
+            ),
+        })
+    }
+
+    fn dispatch(&mut self, layer: usize, routing: &Routing) -> Result<Dispatch, MoeError> {
+        match self {
+            Routes::Split(placements) => Ok(dispatch(routing, &placements[layer])),
+            Routes::Optimal(dispatchers) => dispatchers[layer].dispatch(routing),
+        }
+    }
+}
+
+/// Everything the compute thread owns.
+pub struct EngineParts {
+    pub shape: NodeShape,
+    pub layers: Vec<MoeLayer>,
+    pub node: NodeState,
+    /// The plan `node` holds.
+    pub plan: PlanUpdate,
+    pub generator: TrafficGenerator,
+    pub mode: DispatchMode,
+    pub workers: Vec<String>,
+    /// The next `seq` of each worker.
+    pub seqs: Vec<i64>,
+    pub window: Duration,
+    pub step_interval: Duration,
+    pub steps: Option<u64>,
+    pub drift: Option<DriftFile>,
+}
+
+/// How the compute thread talks to the async side.
+pub struct Links {
+    pub plans: watch::Receiver<Option<Arc<PlanUpdate>>>,
+    pub applied: watch::Sender<u64>,
+    pub outbox: Arc<Outbox>,
+    pub metrics: Arc<AgentMetrics>,
+    pub stop: Arc<AtomicBool>,
+}
+
+pub struct Engine {
+    parts: EngineParts,
+    links: Links,
+    routes: Routes,
+    version: u64,
+    counts: WindowCounts,
+    window_started: Instant,
+    /// `gpu_tokens` counters, `[layer][gpu]`.
+    gpu_tokens: Vec<Vec<IntCounter>>,
+}
+
+impl Engine {
+    pub fn new(parts: EngineParts, links: Links) -> Result<Self, AgentError> {
+        let routes = Routes::new(parts.mode, parts.plan.placements(parts.mode)?, &parts.shape)?;
+        let layers = parts.layers.len();
+        let gpus = parts.shape.cluster_slots() / parts.shape.slots_per_gpu();
+        let gpu_tokens = (0..layers)
+            .map(|l| {
+                (0..gpus)
+                    .map(|g| {
+                        links
+                            .metrics
+                            .gpu_tokens
+                            .with_label_values(&[&l.to_string(), &g.to_string()])
+                    })
+                    .collect()
+            })
+            .collect();
+        let counts = WindowCounts::new(
+            SystemTime::now(),
+            parts.shape.gpus_per_node(),
+            layers,
+            parts.plan.num_experts(),
+        );
+        links
+            .metrics
+            .plan_version
+            .set(i64::try_from(parts.plan.version).unwrap_or(i64::MAX));
+        Ok(Engine {
+            version: parts.plan.version,
+            parts,
+            links,
+            routes,
+            counts,
+            window_started: Instant::now(),
+            gpu_tokens,
+        })
+    }
+
+    /// Runs until the stop flag is set or the step limit is reached; the
+    /// last, partial window is closed into the outbox. Returns the steps run.
+    pub fn run(mut self) -> Result<u64, AgentError> {
+        let mut steps = 0u64;
+        while !self.links.stop.load(Ordering::SeqCst)
+            && self.parts.steps.is_none_or(|limit| steps < limit)
+        {
+            let started = Instant::now();
+            self.take_plan();
+            self.take_drift(started);
+            self.step()?;
+            steps += 1;
+            let took = started.elapsed();
+            self.links.metrics.steps.inc();
+            self.links.metrics.step_seconds.observe(took.as_secs_f64());
+            if self.window_started.elapsed() >= self.parts.window {
+                self.close_window();
+            }
+            if let Some(rest) = self.parts.step_interval.checked_sub(took) {
+                std::thread::sleep(rest);
+            }
+        }
+        if self.counts.steps() > 0 {
+            self.close_window();
+        }
+        Ok(steps)
+    }
+
+    fn step(&mut self) -> Result<(), AgentError> {
+        let batch = self.parts.generator.next_batch();
+        let hidden = self.parts.generator.hidden_states();
+        let weights = self.parts.node.snapshot();
+        let per_gpu = self.parts.shape.slots_per_gpu();
+        for (l, routing) in batch.routings.into_iter().enumerate() {
+            self.counts.add(l, &routing);
+            let dispatch = self.routes.dispatch(l, &routing)?;
+            for (counter, tokens) in self.gpu_tokens[l].iter().zip(dispatch.gpu_counts(per_gpu)) {
+                counter.inc_by(tokens as u64);
+            }
+            let out = self.parts.layers[l].forward_dispatched(
+                &hidden,
+                routing,
+                dispatch,
+                &weights.layer(l),
+            )?;
+            self.links
+                .metrics
+                .remote_assignments
+                .inc_by(out.remote_assignments as u64);
+        }
+        self.counts.end_step();
+        Ok(())
+    }
+
+    fn close_window(&mut self) {
+        let windows =
+            self.counts
+                .close(SystemTime::now(), &self.parts.workers, &mut self.parts.seqs);
+        for w in windows {
+            self.links.outbox.push(w);
+        }
+        self.window_started = Instant::now();
+    }
+
+    /// Switches to the newest plan handed over, if it is newer.
+    fn take_plan(&mut self) {
+        if !self.links.plans.has_changed().unwrap_or(false) {
+            return;
+        }
+        let Some(update) = self.links.plans.borrow_and_update().clone() else {
+            return;
+        };
+        if update.version <= self.version {
+            return;
+        }
+        match self.apply(&update) {
+            Ok(report) => {
+                let m = &self.links.metrics;
+                m.plan_applies.with_label_values(&["applied"]).inc();
+                m.moved_bytes
+                    .with_label_values(&["same_gpu"])
+                    .inc_by(report.same_gpu_bytes);
+                m.moved_bytes
+                    .with_label_values(&["intra_node"])
+                    .inc_by(report.intra_node_bytes);
+                m.moved_bytes
+                    .with_label_values(&["host"])
+                    .inc_by(report.host_bytes);
+                m.migrations.inc_by(report.migrations as u64);
+                m.plan_version
+                    .set(i64::try_from(update.version).unwrap_or(i64::MAX));
+                info!(
+                    version = update.version,
+                    migrations = report.migrations,
+                    kept_slots = report.kept_slots,
+                    intra_node_bytes = report.intra_node_bytes,
+                    host_bytes = report.host_bytes,
+                    "applied plan"
+                );
+                self.version = update.version;
+                self.links.applied.send_replace(update.version);
+            }
+            Err(err) => {
+                self.links
+                    .metrics
+                    .plan_applies
+                    .with_label_values(&["failed"])
+                    .inc();
+                warn!(version = update.version, error = %err, "could not apply plan; keeping the current one");
+            }
+        }
+    }
+
+    fn apply(&mut self, update: &PlanUpdate) -> Result<ApplyReport, AgentError> {
+        let placements = update.placements(self.parts.mode)?;
+        let routes = Routes::new(self.parts.mode, placements.clone(), &self.parts.shape)?;
+        let report = self.parts.node.apply(&placements, update.version)?;
+        self.routes = routes;
+        Ok(report)
+    }
+
+    fn take_drift(&mut self, now: Instant) {
+        if let Some(fraction) = self.parts.drift.as_mut().and_then(|d| d.poll(now)) {
+            self.parts.generator.induce_drift(fraction);
+            self.links.metrics.drift_events.inc();
+            info!(fraction, "induced traffic drift");
+        }
+    }
+}

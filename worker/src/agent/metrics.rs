@@ -1,0 +1,179 @@
+//! The agent's Prometheus metrics (`ballast_worker_` prefix) and the
+//! `/metrics` endpoint.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+use tokio::net::TcpListener;
+
+use super::error::AgentError;
+
+/// Every metric the agent exports, registered in its own registry.
+#[derive(Debug, Clone)]
+pub struct AgentMetrics {
+    registry: Registry,
+    /// Token→expert assignments this node's batches sent to each GPU
+    /// (`gpu` is the cluster-wide index), per layer. Assignments to this
+    /// node's GPUs ran here; the others are what the all-to-all carries to
+    /// the peer nodes. Summed over nodes: every GPU's load.
+    pub gpu_tokens: IntCounterVec,
+    /// Assignments of this node's batches that other nodes compute.
+    pub remote_assignments: IntCounter,
+    pub steps: IntCounter,
+    pub step_seconds: Histogram,
+    /// Weight bytes copied by plan changes, by `source`: `same_gpu`,
+    /// `intra_node` (another GPU of this node) or `host` (host copy; stands
+    /// for a cross-node fetch too).
+    pub moved_bytes: IntCounterVec,
+    /// Experts copied onto a GPU from another device.
+    pub migrations: IntCounter,
+    /// Plan applications by `result` (`applied`, `failed`).
+    pub plan_applies: IntCounterVec,
+    pub plan_version: IntGauge,
+    /// Telemetry windows by `outcome`: `sent` (accepted), `duplicate`
+    /// (accepted by an earlier attempt whose answer was lost), `rejected`
+    /// (refused by the service), `dropped` (buffer full, or undelivered at
+    /// shutdown).
+    pub windows: IntCounterVec,
+    /// Failed delivery attempts that were retried.
+    pub window_retries: IntCounter,
+    /// Windows waiting for delivery (queued or in flight).
+    pub windows_buffered: IntGauge,
+    /// Popularity shuffles requested through `--drift-file`.
+    pub drift_events: IntCounter,
+}
+
+impl AgentMetrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let name = |n: &str, help: &str| Opts::new(format!("ballast_worker_{n}"), help);
+        let gpu_tokens = IntCounterVec::new(
+            name(
+                "gpu_tokens_total",
+                "Token-expert assignments this node's batches sent to each GPU, per layer",
+            ),
+            &["layer", "gpu"],
+        )?;
+        let remote_assignments = IntCounter::with_opts(name(
+            "remote_assignments_total",
+            "Assignments computed by other nodes",
+        ))?;
+        let steps = IntCounter::with_opts(name("steps_total", "Steps run"))?;
+        let step_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "ballast_worker_step_seconds",
+                "Time of one step, all layers",
+            )
+            .buckets(prometheus::exponential_buckets(0.001, 2.0, 14)?),
+        )?;
+        let moved_bytes = IntCounterVec::new(
+            name(
+                "moved_bytes_total",
+                "Expert weight bytes copied by plan changes",
+            ),
+            &["source"],
+        )?;
+        let migrations = IntCounter::with_opts(name(
+            "migrations_total",
+            "Experts copied onto a GPU from another device",
+        ))?;
+        let plan_applies =
+            IntCounterVec::new(name("plan_applies_total", "Plan applications"), &["result"])?;
+        let plan_version = IntGauge::with_opts(name("plan_version", "Plan version applied"))?;
+        let windows = IntCounterVec::new(
+            name("windows_total", "Telemetry windows by outcome"),
+            &["outcome"],
+        )?;
+        let window_retries =
+            IntCounter::with_opts(name("window_retries_total", "Retried telemetry deliveries"))?;
+        let windows_buffered = IntGauge::with_opts(name(
+            "windows_buffered",
+            "Telemetry windows waiting for delivery",
+        ))?;
+        let drift_events =
+            IntCounter::with_opts(name("drift_events_total", "Induced popularity shuffles"))?;
+        registry.register(Box::new(gpu_tokens.clone()))?;
+        registry.register(Box::new(remote_assignments.clone()))?;
+        registry.register(Box::new(steps.clone()))?;
+        registry.register(Box::new(step_seconds.clone()))?;
+        registry.register(Box::new(moved_bytes.clone()))?;
+        registry.register(Box::new(migrations.clone()))?;
+        registry.register(Box::new(plan_applies.clone()))?;
+        registry.register(Box::new(plan_version.clone()))?;
+        registry.register(Box::new(windows.clone()))?;
+        registry.register(Box::new(window_retries.clone()))?;
+        registry.register(Box::new(windows_buffered.clone()))?;
+        registry.register(Box::new(drift_events.clone()))?;
+        Ok(AgentMetrics {
+            registry,
+            gpu_tokens,
+            remote_assignments,
+            steps,
+            step_seconds,
+            moved_bytes,
+            migrations,
+            plan_applies,
+            plan_version,
+            windows,
+            window_retries,
+            windows_buffered,
+            drift_events,
+        })
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        // Encoding our own well-formed families into a Vec cannot fail.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
+        String::from_utf8_lossy(&buffer).into_owned()
+    }
+}
+
+/// A bound `/metrics` listener.
+pub struct MetricsServer {
+    listener: TcpListener,
+    metrics: Arc<AgentMetrics>,
+}
+
+impl MetricsServer {
+    pub async fn bind(address: SocketAddr, metrics: Arc<AgentMetrics>) -> Result<Self, AgentError> {
+        let listener = TcpListener::bind(address)
+            .await
+            .map_err(|source| AgentError::Listen { address, source })?;
+        Ok(MetricsServer { listener, metrics })
+    }
+
+    pub fn address(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    /// Serves until `stop` resolves.
+    pub async fn serve(self, stop: impl std::future::Future<Output = ()> + Send + 'static) {
+        let router = Router::new()
+            .route("/metrics", get(render))
+            .with_state(self.metrics);
+        if let Err(err) = axum::serve(self.listener, router)
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            tracing::warn!(error = %err, "metrics server stopped");
+        }
+    }
+}
+
+async fn render(State(metrics): State<Arc<AgentMetrics>>) -> impl IntoResponse {
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics.render(),
+    )
+}

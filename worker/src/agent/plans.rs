@@ -1,0 +1,206 @@
+//! Plans from the service: parsing a plan document into per-layer
+//! placements, and the long-poll loop that hands new ones to the compute
+//! thread.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::Deserialize;
+use serde_json::Value;
+use thiserror::Error;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use ballast_solver::{Plan, Topology};
+
+use super::backoff::Backoff;
+use super::client::ServiceClient;
+use crate::error::PlanError;
+use crate::moe::{DispatchMode, Placement};
+
+/// A plan document this node cannot use.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum PlanDocError {
+    #[error("malformed plan document: {0}")]
+    Malformed(String),
+    #[error("plan version {version} does not fit the cluster topology: {detail}")]
+    Topology { version: u64, detail: String },
+}
+
+/// A validated plan for the whole cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanUpdate {
+    pub version: u64,
+    plan: Plan,
+    experts: usize,
+}
+
+#[derive(Deserialize)]
+struct Doc {
+    version: u64,
+    phy2log: Vec<Vec<u32>>,
+    #[serde(default)]
+    replica_share: Option<Vec<Vec<f64>>>,
+}
+
+impl PlanUpdate {
+    /// Parses a service plan document (SPEC `plan.json` plus `version`).
+    pub fn parse(doc: &Value, topology: &Topology) -> Result<Self, PlanDocError> {
+        let doc = Doc::deserialize(doc).map_err(|e| PlanDocError::Malformed(e.to_string()))?;
+        let plan = Plan::new(doc.phy2log, doc.replica_share, topology).map_err(|e| {
+            PlanDocError::Topology {
+                version: doc.version,
+                detail: e.to_string(),
+            }
+        })?;
+        Ok(PlanUpdate {
+            version: doc.version,
+            plan,
+            experts: topology.num_logical_experts(),
+        })
+    }
+
+    /// The placement a node runs before the service has published any plan
+    /// (version 0): slot `p` holds expert `p mod E`, so every expert is
+    /// present and the first `P - E` experts are replicated.
+    pub fn initial(topology: &Topology) -> Self {
+        let experts = topology.num_logical_experts();
+        let row: Vec<u32> = (0..topology.num_slots())
+            .map(|p| (p % experts) as u32)
+            .collect();
+        let plan = Plan::new(vec![row; topology.num_layers()], None, topology)
+            .expect("a topology has at least one slot per expert");
+        PlanUpdate {
+            version: 0,
+            plan,
+            experts,
+        }
+    }
+
+    /// Logical experts of the model.
+    pub fn num_experts(&self) -> usize {
+        self.experts
+    }
+
+    /// One placement per layer; `mode` decides whether `replica_share` is
+    /// used (`share`) or ignored (`even`, `optimal`).
+    pub fn placements(&self, mode: DispatchMode) -> Result<Vec<Placement>, PlanError> {
+        (0..self.plan.num_layers())
+            .map(|layer| {
+                let shares = match (mode, self.plan.replica_share()) {
+                    (DispatchMode::Share, Some(s)) => Some(s[layer].clone()),
+                    _ => None,
+                };
+                Placement::new(self.plan.layer(layer).to_vec(), self.experts, shares)
+            })
+            .collect()
+    }
+}
+
+/// Long-polls `plans/latest` and publishes each newer valid plan on `tx`,
+/// until `stop` is set. `known` is the version the node starts with.
+pub async fn watch_plans(
+    client: ServiceClient,
+    topology: Topology,
+    mut known: Option<u64>,
+    wait: Duration,
+    backoff: Backoff,
+    tx: watch::Sender<Option<Arc<PlanUpdate>>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut rng = ChaCha8Rng::from_rng(&mut rand::rng());
+    let mut failures = 0;
+    while !*stop.borrow() {
+        let answer = tokio::select! {
+            a = client.latest_plan(known, wait) => a,
+            _ = stop.changed() => return,
+        };
+        match answer {
+            Ok(None) => failures = 0,
+            Ok(Some(doc)) => {
+                failures = 0;
+                match PlanUpdate::parse(&doc, &topology) {
+                    Ok(update) if known.is_none_or(|k| update.version > k) => {
+                        info!(version = update.version, "new plan");
+                        known = Some(update.version);
+                        tx.send_replace(Some(Arc::new(update)));
+                    }
+                    Ok(_) => {}
+                    Err(err) => {
+                        // Skip this version rather than fetch it in a loop.
+                        warn!(error = %err, "ignoring a plan this node cannot run");
+                        if let Some(v) = doc.get("version").and_then(Value::as_u64) {
+                            known = Some(known.map_or(v, |k| k.max(v)));
+                        } else {
+                            failures += 1;
+                        }
+                    }
+                }
+            }
+            Err(err) => {
+                failures += 1;
+                warn!(error = %err, "plan long-poll failed");
+            }
+        }
+        if failures > 0 {
+            let delay = backoff.delay(failures, &mut rng);
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn topology() -> Topology {
+        Topology::from_json(
+            r#"{"num_layers": 2, "num_logical_experts": 4, "num_groups": 2,
+                "num_nodes": 2, "gpus_per_node": 1, "slots_per_gpu": 3}"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn parses_service_documents() {
+        let doc = json!({
+            "version": 3, "cluster": "c", "stats": {},
+            "phy2log": [[0, 1, 0, 2, 3, 2], [3, 2, 1, 0, 1, 2]],
+            "replica_share": [[0.25, 1.0, 0.75, 0.5, 1.0, 0.5], [1.0, 0.5, 0.5, 1.0, 0.5, 0.5]],
+        });
+        let update = PlanUpdate::parse(&doc, &topology()).unwrap();
+        assert_eq!(update.version, 3);
+        let shared = update.placements(DispatchMode::Share).unwrap();
+        assert_eq!(shared[0].share(0), 0.25);
+        let even = update.placements(DispatchMode::Even).unwrap();
+        assert_eq!(even[0].share(0), 0.5);
+        assert_eq!(even[1].phy2log(), &[3, 2, 1, 0, 1, 2]);
+    }
+
+    #[test]
+    fn refuses_plans_for_another_topology() {
+        let doc = json!({"version": 1, "phy2log": [[0, 1, 2, 3]]});
+        assert!(matches!(
+            PlanUpdate::parse(&doc, &topology()),
+            Err(PlanDocError::Topology { version: 1, .. })
+        ));
+        assert!(matches!(
+            PlanUpdate::parse(&json!({"phy2log": []}), &topology()),
+            Err(PlanDocError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn initial_placement_holds_every_expert() {
+        let update = PlanUpdate::initial(&topology());
+        assert_eq!(update.version, 0);
+        let p = update.placements(DispatchMode::Share).unwrap();
+        assert_eq!(p[1].phy2log(), &[0, 1, 2, 3, 0, 1]);
+    }
+}

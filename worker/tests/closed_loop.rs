@@ -1,0 +1,434 @@
+//! The closed loop, end to end: the real Ballast service (in-process, SQLite
+//! in a temporary directory, port 0) and two `ballast-worker run` processes,
+//! one per node of a 2-node cluster, on loopback.
+//!
+//! The per-GPU load is measured by the workers themselves (the
+//! `ballast_worker_gpu_tokens_total` counters: token→expert assignments each
+//! node's batches sent to each GPU under the plan it ran), summed over both
+//! nodes over a few seconds of steps. The test checks that
+//! 1. the first plan (from the workers' telemetry) lowers the imbalance the
+//!    workers measure under the default placement;
+//! 2. a drift of the traffic (all expert popularities shuffled through the
+//!    workers' `--drift-file`) raises it again under that plan;
+//! 3. the next plan restores it, moving experts: the service reports
+//!    migrations against the previous plan and the workers report the
+//!    expert copies and bytes they made to apply it;
+//! 4. no telemetry window was refused or dropped, and both workers shut
+//!    down cleanly on SIGTERM with their buffers flushed.
+//!
+//! Node 0 splits each expert's tokens evenly among its replicas; node 1
+//! routes each batch optimally (`--dispatch optimal`), so both dispatch
+//! modes run against real plans.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+mod common;
+use common::Service;
+
+/// 2 nodes x 4 GPUs x 3 slots: 24 slots for 16 experts in 4 groups (2 per
+/// node), 2 MoE layers.
+fn topology() -> Value {
+    json!({"num_layers": 2, "num_logical_experts": 16, "num_groups": 4,
+           "num_nodes": 2, "gpus_per_node": 4, "slots_per_gpu": 3})
+}
+
+const GPUS: usize = 8;
+const LAYERS: usize = 2;
+const CLUSTER: &str = "loop";
+/// How long each imbalance measurement collects steps.
+const MEASURE: Duration = Duration::from_millis(3000);
+
+/// Worker processes, killed if the test fails before stopping them.
+struct Workers(Vec<Child>);
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Starts node `node`'s worker; returns it and its metrics address (read
+/// from its log). Its log lines are echoed with a `[nodeN]` prefix.
+fn start_worker(
+    service: &str,
+    node: usize,
+    dispatch: &str,
+    drift_file: &std::path::Path,
+) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ballast-worker"))
+        .args([
+            "run",
+            "--service",
+            service,
+            "--cluster",
+            CLUSTER,
+            "--node",
+            &node.to_string(),
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--window",
+            "250ms",
+            "--tokens-per-step",
+            "64",
+            "--skew",
+            "zipf:1.2",
+            "--long-poll",
+            "5s",
+            "--retry-base",
+            "50ms",
+            "--dispatch",
+            dispatch,
+            "--drift-file",
+        ])
+        .arg(drift_file)
+        .env("BALLAST_WORKER_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("worker starts");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("metrics_address=").nth(1) {
+                let address = rest.split_whitespace().next().unwrap_or("").to_owned();
+                let _ = tx.send(address);
+            }
+            eprintln!("[node{node}] {line}");
+        }
+    });
+    let address = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the worker logs its metrics address");
+    (child, format!("http://{address}/metrics"))
+}
+
+/// Parses the Prometheus text of one worker: `name{labels}` → value.
+fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            Some((key.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+async fn scrape(client: &reqwest::Client, url: &str) -> BTreeMap<String, f64> {
+    let text = client.get(url).send().await.unwrap().text().await.unwrap();
+    parse_metrics(&text)
+}
+
+/// `[layer][gpu]` assignments summed over both workers' scrapes.
+fn gpu_tokens(scrapes: &[BTreeMap<String, f64>]) -> Vec<Vec<f64>> {
+    let mut load = vec![vec![0.0; GPUS]; LAYERS];
+    for metrics in scrapes {
+        for (layer, row) in load.iter_mut().enumerate() {
+            for (gpu, v) in row.iter_mut().enumerate() {
+                let key =
+                    format!("ballast_worker_gpu_tokens_total{{gpu=\"{gpu}\",layer=\"{layer}\"}}");
+                *v += metrics.get(&key).copied().unwrap_or(0.0);
+            }
+        }
+    }
+    load
+}
+
+/// Model imbalance (SPEC): Σ_l max GPU load / Σ_l mean GPU load.
+fn imbalance(load: &[Vec<f64>]) -> f64 {
+    let max: f64 = load
+        .iter()
+        .map(|r| r.iter().cloned().fold(0.0, f64::max))
+        .sum();
+    let mean: f64 = load
+        .iter()
+        .map(|r| r.iter().sum::<f64>() / r.len() as f64)
+        .sum();
+    max / mean
+}
+
+fn sum_metric(scrapes: &[BTreeMap<String, f64>], key: &str) -> f64 {
+    scrapes.iter().filter_map(|m| m.get(key)).sum()
+}
+
+/// One measured phase.
+struct Phase {
+    cluster: f64,
+    /// Node 0 (even split), node 1 (optimal routing).
+    per_node: Vec<f64>,
+    assignments: f64,
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.3} ({} assignments; node0 even {:.3}, node1 optimal {:.3})",
+            self.cluster, self.assignments, self.per_node[0], self.per_node[1]
+        )
+    }
+}
+
+struct Harness {
+    http: reqwest::Client,
+    service: String,
+    metrics: Vec<String>,
+}
+
+impl Harness {
+    async fn scrape_all(&self) -> Vec<BTreeMap<String, f64>> {
+        let mut out = Vec::new();
+        for url in &self.metrics {
+            out.push(scrape(&self.http, url).await);
+        }
+        out
+    }
+
+    /// The imbalance of the steps run during the next [`MEASURE`]: of the
+    /// whole cluster, and of each node's own batches.
+    async fn measure(&self) -> Phase {
+        let before = self.scrape_all().await;
+        tokio::time::sleep(MEASURE).await;
+        let after = self.scrape_all().await;
+        let delta = |a: &[BTreeMap<String, f64>], b: &[BTreeMap<String, f64>]| -> Vec<Vec<f64>> {
+            gpu_tokens(a)
+                .iter()
+                .zip(&gpu_tokens(b))
+                .map(|(x, y)| x.iter().zip(y).map(|(x, y)| x - y).collect())
+                .collect()
+        };
+        let cluster = delta(&after, &before);
+        let assignments: f64 = cluster.iter().flatten().sum();
+        assert!(assignments > 0.0, "the workers ran no steps");
+        Phase {
+            cluster: imbalance(&cluster),
+            per_node: (0..after.len())
+                .map(|n| imbalance(&delta(&after[n..=n], &before[n..=n])))
+                .collect(),
+            assignments,
+        }
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.service))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "GET {path}: {}", r.status());
+        r.json().await.unwrap()
+    }
+
+    async fn rebalance(&self) -> Value {
+        let r = self
+            .http
+            .post(format!("{}/v1/clusters/{CLUSTER}/rebalance", self.service))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(status, 201, "rebalance: {body}");
+        body
+    }
+
+    /// Waits until every GPU worker acked `version`.
+    async fn await_acks(&self, version: i64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = self
+                .get(&format!("/v1/clusters/{CLUSTER}/plans/{version}/rollout"))
+                .await;
+            if r["complete"] == true {
+                return;
+            }
+            assert!(Instant::now() < deadline, "plan {version} not applied: {r}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until each worker's counter `key` is at least `at_least`.
+    async fn await_metric(&self, key: &str, at_least: f64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let scrapes = self.scrape_all().await;
+            if scrapes
+                .iter()
+                .all(|m| m.get(key).copied().unwrap_or(0.0) >= at_least)
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{key} never reached {at_least}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plans_balance_the_measured_load_and_follow_drift() {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let running = Service::start(
+        dir.path(),
+        "127.0.0.1:0",
+        &[
+            "--window",
+            "1s",
+            "--window-grace",
+            "100ms",
+            // Plan for the newest closed window only, so the re-plan sees
+            // the drifted load as soon as one window closes after the drift.
+            "--ewma-alpha",
+            "1.0",
+        ],
+    )
+    .await;
+    let service = running.address.clone();
+    let http = reqwest::Client::new();
+    let r = http
+        .put(format!("{service}/v1/clusters/{CLUSTER}"))
+        .json(&topology())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+
+    let drift_file = dir.path().join("drift");
+    let mut workers = Workers(Vec::new());
+    let mut metrics = Vec::new();
+    for (node, dispatch) in [(0, "even"), (1, "optimal")] {
+        let (child, url) = start_worker(&service, node, dispatch, &drift_file);
+        workers.0.push(child);
+        metrics.push(url);
+    }
+    let h = Harness {
+        http,
+        service,
+        metrics,
+    };
+    h.await_metric("ballast_worker_windows_total{outcome=\"sent\"}", 4.0)
+        .await;
+
+    // 1. Default placement, then the first plan.
+    let before = h.measure().await;
+    let first = h.rebalance().await;
+    let v1 = first["version"].as_i64().unwrap();
+    h.await_acks(v1).await;
+    let planned = h.measure().await;
+
+    // 2. Drift: every layer's expert popularity shuffled on both nodes.
+    std::fs::write(&drift_file, "1.0 first").unwrap();
+    h.await_metric("ballast_worker_drift_events_total", 1.0)
+        .await;
+    let drifted = h.measure().await;
+
+    // 3. The next plan, from windows that closed after the drift.
+    let copies_v1 = sum_metric(&h.scrape_all().await, "ballast_worker_migrations_total");
+    let second = h.rebalance().await;
+    let v2 = second["version"].as_i64().unwrap();
+    h.await_acks(v2).await;
+    let replanned = h.measure().await;
+
+    let scrapes = h.scrape_all().await;
+    let worker_migrations = sum_metric(&scrapes, "ballast_worker_migrations_total") - copies_v1;
+    let intra = sum_metric(
+        &scrapes,
+        "ballast_worker_moved_bytes_total{source=\"intra_node\"}",
+    );
+    let host = sum_metric(
+        &scrapes,
+        "ballast_worker_moved_bytes_total{source=\"host\"}",
+    );
+    let sent = sum_metric(&scrapes, "ballast_worker_windows_total{outcome=\"sent\"}");
+    let refused = sum_metric(
+        &scrapes,
+        "ballast_worker_windows_total{outcome=\"rejected\"}",
+    ) + sum_metric(
+        &scrapes,
+        "ballast_worker_windows_total{outcome=\"dropped\"}",
+    );
+    let service_migrations = second["figures"]["migrations"].as_i64().unwrap_or(-1);
+    let mut diff = h
+        .get(&format!("/v1/clusters/{CLUSTER}/plans/{v2}/diff"))
+        .await;
+    if let Some(d) = diff.as_object_mut() {
+        d.remove("gpus");
+    }
+    let predicted_v1 = first["figures"]["predicted_imbalance"].as_f64().unwrap();
+    let predicted_v2 = second["figures"]["predicted_imbalance"].as_f64().unwrap();
+
+    eprintln!(
+        "closed loop: imbalance before plan {before}, after plan v{v1} {planned}, \
+         after drift {drifted}, after re-plan v{v2} {replanned}; \
+         service: v{v1} predicted {predicted_v1:.3}, v{v2} current {:.3} -> predicted {predicted_v2:.3}, \
+         {service_migrations} migrations; workers applying v{v2}: {worker_migrations} expert copies; \
+         moved in total: {intra} intra-node bytes, {host} host bytes; {sent} windows sent; diff v{v1}->v{v2}: {diff}",
+        second["figures"]["current_imbalance"].as_f64().unwrap_or(f64::NAN),
+    );
+
+    // SIGTERM: each worker flushes its last window and exits cleanly.
+    for child in &workers.0 {
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    for child in &mut workers.0 {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(status.success(), "worker exited with {status}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "worker did not stop on SIGTERM");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    running.stop().await;
+
+    let (before, planned, drifted, replanned) = (
+        before.cluster,
+        planned.cluster,
+        drifted.cluster,
+        replanned.cluster,
+    );
+    // Measured figures: sampling noise on ~10k assignments is a few percent.
+    assert!(
+        before > 1.5,
+        "the default placement should be unbalanced: {before}"
+    );
+    assert!(
+        planned < before - 0.5 && planned < predicted_v1 + 0.2,
+        "the first plan should balance the load as predicted ({predicted_v1}): {before} -> {planned}"
+    );
+    assert!(
+        drifted > planned + 0.3,
+        "the drift should unbalance the first plan: {planned} -> {drifted}"
+    );
+    assert!(
+        replanned < drifted - 0.3 && replanned < predicted_v2 + 0.2,
+        "the second plan should restore balance as predicted ({predicted_v2}): {drifted} -> {replanned}"
+    );
+    assert!(service_migrations > 0, "{second}");
+    // A worker copies within a GPU where the service's multiset count sees
+    // a new replica, so it may copy fewer experts across devices, never more.
+    assert!(
+        worker_migrations > 0.0 && worker_migrations <= service_migrations as f64,
+        "{worker_migrations} copies for {service_migrations} migrations"
+    );
+    assert!(intra + host > 0.0);
+    assert_eq!(refused, 0.0, "no window refused or dropped");
+    assert!(sent > 0.0);
+    eprintln!("closed loop took {:.1} s", started.elapsed().as_secs_f64());
+}
