@@ -2,9 +2,9 @@
 //!
 //! The `ballast` program over [`ballast_solver`]:
 //! - [`cli`]: the one-shot commands (`solve`, `score`, `bound`), one module each;
-//! - `serve`: the long-running placement service. Workers send load windows;
-//!   the planner loop folds them into per-cluster windows, estimates the load
-//!   (EWMA), computes migration-aware candidate plans, publishes them when the
+//! - `serve`: the long-running placement service. Workers send load windows,
+//!   summed into per-cluster windows as they are accepted; the planner loop
+//!   estimates the load (EWMA), computes migration-aware candidate plans, publishes them when the
 //!   gain pays for the moves, and serves them (ETag, long-poll, SSE, exports).
 //!
 //! A request's path: [`api`] (HTTP, auth, errors) → [`domain`] (parsing and

@@ -195,13 +195,20 @@ impl Plan {
     /// The plan as a `plan.json` document (with derived `log2phy`/`logcnt`);
     /// callers add `stats`, `version` and the like.
     pub fn to_document(&self, num_experts: usize) -> serde_json::Map<String, Value> {
+        let mut doc = self.to_core_document();
+        doc.insert("log2phy".into(), json!(self.log2phy(num_experts)));
+        doc.insert("logcnt".into(), json!(self.logcnt(num_experts)));
+        doc
+    }
+
+    /// `plan.json` without the derived fields: `phy2log` and, when weighted,
+    /// `replica_share` (a tenth of the size at decode scale).
+    pub fn to_core_document(&self) -> serde_json::Map<String, Value> {
         let mut doc = serde_json::Map::new();
         doc.insert("phy2log".into(), json!(self.phy2log));
         if let Some(shares) = &self.replica_share {
             doc.insert("replica_share".into(), json!(shares));
         }
-        doc.insert("log2phy".into(), json!(self.log2phy(num_experts)));
-        doc.insert("logcnt".into(), json!(self.logcnt(num_experts)));
         doc
     }
 }

@@ -121,6 +121,7 @@ async fn ingest(
             seq: window.seq,
             bucket,
             load: load_codec::encode(&logical),
+            values: logical.len(),
         })
         .await?;
     let window_ms = state.config.window.as_millis() as i64;
@@ -218,7 +219,6 @@ pub async fn windows(
         .store
         .load_windows(info.name.as_str(), info.lineage, i64::MAX, limit, len)
         .await?;
-    let pending = state.store.pending_windows(info.name.as_str()).await?;
     let window_ms = state.config.window.as_millis() as i64;
     let windows: Vec<Value> = windows
         .iter()
@@ -236,7 +236,6 @@ pub async fn windows(
         "cluster": info.name.as_str(),
         "lineage": info.lineage,
         "window_seconds": state.config.window.as_secs_f64(),
-        "pending_worker_windows": pending,
         "windows": windows,
     })))
 }

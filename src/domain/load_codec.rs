@@ -1,8 +1,9 @@
 //! Storage form of load vectors (the `load` BYTEA columns).
 //!
-//! Worker windows are token counts, so they are stored as `u32` when every
-//! value is an integer that fits (half the bytes of `f64`); anything else,
-//! and every aggregate, as `f64`. One tag byte says which.
+//! Worker windows and their sums are token counts, so they are stored as
+//! `u32` when every value is an integer that fits (half the bytes of `f64`,
+//! and half the write-ahead log for every rewritten load window); anything
+//! else as `f64`. One tag byte says which.
 
 use thiserror::Error;
 
@@ -31,8 +32,8 @@ pub fn encode(values: &[f64]) -> Vec<u8> {
     }
 }
 
-/// Always `f64` (aggregates grow past `u32` and are rewritten often).
-pub fn encode_f64(values: &[f64]) -> Vec<u8> {
+/// Always `f64`.
+fn encode_f64(values: &[f64]) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + values.len() * 8);
     out.push(TAG_F64);
     for &v in values {

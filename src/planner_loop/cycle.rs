@@ -1,4 +1,4 @@
-//! One planner cycle for one cluster: fold telemetry, estimate the load,
+//! One planner cycle for one cluster: estimate the load from closed windows,
 //! compute a migration-aware candidate off the async runtime, decide, and
 //! publish or record why not. The scheduled loop and `POST .../rebalance`
 //! both come through here.
@@ -19,10 +19,6 @@ use crate::state::{now_ms, AppState};
 use crate::store::decisions::DecisionRow;
 use crate::store::plans::{NewPlan, PublishOutcome};
 use crate::store::StoreError;
-
-/// Staged windows folded per transaction: small batches keep the SQLite
-/// writer gate free for ingest between them.
-const FOLD_BATCH: usize = 64;
 
 /// Why the cycle runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,23 +91,6 @@ pub fn bucket_of(end_ms: i64, window_ms: i64) -> i64 {
     end_ms.div_euclid(window_ms.max(1))
 }
 
-/// Folds every staged window of the cluster into its load windows.
-pub async fn fold_all(state: &AppState, info: &ClusterInfo) -> Result<usize, StoreError> {
-    let len = info.topology.num_layers() * info.topology.num_logical_experts();
-    let mut total = 0;
-    loop {
-        let done = state
-            .store
-            .fold(info.name.as_str(), info.lineage, len, FOLD_BATCH, now_ms())
-            .await?;
-        total += done.windows;
-        // A partial batch means the queue is drained.
-        if done.consumed < FOLD_BATCH {
-            return Ok(total);
-        }
-    }
-}
-
 pub async fn run(
     state: &AppState,
     entry: &ClusterEntry,
@@ -172,7 +151,6 @@ async fn cycle(
     let cluster = info.name.as_str();
     let topology = info.topology.clone();
     let len = topology.num_layers() * topology.num_logical_experts();
-    fold_all(state, info).await?;
 
     let window_ms = state.config.window.as_millis() as i64;
     let grace_ms = state.config.window_grace.as_millis() as i64;
@@ -464,12 +442,10 @@ fn document(
     candidate: &Candidate,
     figures: &Figures,
 ) -> Value {
-    let mut doc: Map<String, Value> = candidate.plan.to_document(topology.num_logical_experts());
-    // `log2phy` and `logcnt` derive from `phy2log` and are ten times its size
-    // (decode: 0.9 MB of 1 MB); every poller would download them. Engines
-    // that want them ask for an export (`?format=`).
-    doc.remove("log2phy");
-    doc.remove("logcnt");
+    // Without `log2phy`/`logcnt`: they derive from `phy2log` and are ten
+    // times its size (decode: 0.9 MB of 1 MB), which every poller would
+    // download. Engines that want them ask for an export (`?format=`).
+    let mut doc: Map<String, Value> = candidate.plan.to_core_document();
     let mut stats = match serde_json::to_value(&candidate.stats) {
         Ok(Value::Object(map)) => map,
         _ => Map::new(),

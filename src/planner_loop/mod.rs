@@ -1,5 +1,5 @@
-//! The planner loop: every `--tick` it folds telemetry, marks silent workers
-//! down, refreshes worker and rollout metrics, and runs each cluster's
+//! The planner loop: every `--tick` it marks silent workers down, prunes old
+//! windows, refreshes worker and rollout metrics, and runs each cluster's
 //! planner cycle when one is due (`--plan-interval`, claimed in the database
 //! so that only one replica plans a cluster per interval).
 //!
@@ -66,7 +66,6 @@ async fn tick_cluster(state: &AppState, entry: &ClusterEntry, tick: u64) -> Resu
         .store
         .mark_down(cluster, now - config.worker_timeout.as_millis() as i64, now)
         .await?;
-    cycle::fold_all(state, &info).await?;
     if tick.is_multiple_of(PRUNE_EVERY_TICKS) {
         let window_ms = config.window.as_millis() as i64;
         let oldest = cycle::bucket_of(now - config.retention.as_millis() as i64, window_ms);

@@ -53,7 +53,7 @@ pub struct ServeArgs {
     /// How often each cluster gets a planner cycle.
     #[arg(long, env = "BALLAST_PLAN_INTERVAL", default_value = "30s", value_parser = duration)]
     pub plan_interval: Duration,
-    /// Planner loop tick: folds telemetry, marks workers down, runs due cycles.
+    /// Planner loop tick: marks workers down, prunes, runs due cycles.
     #[arg(long, env = "BALLAST_TICK", default_value = "1s", value_parser = duration)]
     pub tick: Duration,
     /// Length of one cluster load window (telemetry is summed per window).

@@ -66,7 +66,7 @@ impl Store {
 
     /// Creates or updates a cluster (its first planner cycle is due one
     /// plan interval later, once telemetry has had time to arrive). A changed topology starts a new lineage:
-    /// its workers, pending telemetry and load windows are replaced, since
+    /// its workers and load windows are replaced, since
     /// none of them fit the new shape; published plans stay readable.
     pub async fn put_cluster(
         &self,
@@ -128,7 +128,6 @@ impl Store {
                     .await?;
                 for table in [
                     "DELETE FROM workers WHERE cluster = $1",
-                    "DELETE FROM telemetry_pending WHERE cluster = $1",
                     "DELETE FROM load_windows WHERE cluster = $1",
                 ] {
                     sqlx::query(table).bind(name).execute(&mut *tx.tx).await?;

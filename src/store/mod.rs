@@ -33,11 +33,18 @@ use tokio::sync::{Mutex, MutexGuard};
 use crate::domain::load_codec::CodecError;
 
 /// The migrations in `migrations/`, compiled in so the binary is self-contained.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "service",
-    include_str!("../../migrations/0001_service.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "service",
+        include_str!("../../migrations/0001_service.sql"),
+    ),
+    (
+        2,
+        "ingest_without_staging",
+        include_str!("../../migrations/0002_ingest_without_staging.sql"),
+    ),
+];
 
 /// Which database the URL selected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,17 +178,14 @@ impl Store {
         let _gate = self.gate().await;
         Self::migrator().run(&self.pool).await?;
         if self.backend == Backend::Postgres {
-            // Load blobs are dense counts that barely compress; PostgreSQL's
-            // default TOAST compression of every 60 KB window was most of its
-            // CPU at decode-scale ingest. Storage settings have no SQLite
+            // Load blobs are dense sums that barely compress; PostgreSQL's
+            // default TOAST compression of each rewritten 120 KB window was
+            // most of its CPU at decode-scale ingest. Storage settings have no SQLite
             // equivalent, hence here and not in `migrations/`; repeating
             // them is harmless.
-            for statement in [
-                "ALTER TABLE telemetry_pending ALTER COLUMN load SET STORAGE EXTERNAL",
-                "ALTER TABLE load_windows ALTER COLUMN load SET STORAGE EXTERNAL",
-            ] {
-                sqlx::query(statement).execute(&self.pool).await?;
-            }
+            sqlx::query("ALTER TABLE load_windows ALTER COLUMN load SET STORAGE EXTERNAL")
+                .execute(&self.pool)
+                .await?;
         }
         Ok(())
     }

@@ -1,13 +1,15 @@
-//! Telemetry: idempotent ingest of worker windows, and the fold that sums
-//! them into per-cluster load windows.
+//! Telemetry: idempotent ingest of worker windows straight into per-cluster
+//! load windows.
 //!
-//! Ingest stages windows in short transactions, several windows per commit
-//! when they arrive together (see [`crate::ingest_queue`]). Staged windows are folded into `load_windows`
-//! by the planner, under the cluster lock, and deleted in the same
-//! transaction, so each accepted window is counted exactly once even when
-//! the process dies mid-fold.
+//! A batch of windows (see [`crate::ingest_queue`]) is one transaction: for
+//! each window, advance the worker's `last_seq` (the monotonicity check and
+//! the row lock in one statement) and record the `(worker, seq)` receipt;
+//! then add the accepted windows into their cluster load windows. The
+//! receipts and the sums commit together, so each accepted window is counted
+//! exactly once even when the process dies mid-batch, and nothing needs a
+//! second pass over raw windows later.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use sqlx::Row;
 
@@ -27,25 +29,20 @@ pub enum IngestOutcome {
     UnknownWorker,
 }
 
-/// One window to stage.
+/// One validated window to store.
 #[derive(Debug, Clone)]
 pub struct StagedWindow {
     pub cluster: String,
+    /// The topology lineage it was validated against.
     pub lineage: i64,
     pub worker: String,
     pub seq: i64,
+    /// The cluster load window it counts towards.
     pub bucket: i64,
+    /// Logical load, `L x E` values ([`load_codec`] form).
     pub load: Vec<u8>,
-}
-
-/// What a fold did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct FoldOutcome {
-    /// Staged rows removed (including ones of an older lineage, dropped).
-    pub consumed: usize,
-    /// Windows added to load windows.
-    pub windows: usize,
-    pub buckets: usize,
+    /// `L x E` of that lineage's topology.
+    pub values: usize,
 }
 
 /// One aggregated cluster window.
@@ -68,95 +65,31 @@ impl Store {
         now_ms: i64,
     ) -> StoreResult<Vec<IngestOutcome>> {
         let mut tx = self.write().await?;
+        // Cluster locks first, in name order: adding into a load window is a
+        // read-modify-write that replicas must not interleave, and taking
+        // them before any worker row keeps lock order fixed (no deadlocks).
+        let clusters: BTreeSet<&str> = windows.iter().map(|w| w.cluster.as_str()).collect();
+        for cluster in &clusters {
+            self.lock_cluster(&mut tx, cluster).await?;
+        }
+        let mut sums: BTreeMap<(&str, i64, i64), (usize, Vec<f64>)> = BTreeMap::new();
         let mut outcomes = Vec::with_capacity(windows.len());
         for w in windows {
-            outcomes.push(stage(&mut tx, w, now_ms).await?);
+            let outcome = record_receipt(&mut tx, w, now_ms).await?;
+            if outcome == IngestOutcome::Accepted {
+                let entry = sums
+                    .entry((w.cluster.as_str(), w.lineage, w.bucket))
+                    .or_insert_with(|| (0, vec![0.0; w.values]));
+                load_codec::add_into(&w.load, &mut entry.1)?;
+                entry.0 += 1;
+            }
+            outcomes.push(outcome);
+        }
+        for ((cluster, lineage, bucket), (count, sum)) in &mut sums {
+            add_to_load_window(&mut tx, cluster, *lineage, *bucket, *count, sum, now_ms).await?;
         }
         tx.commit().await?;
         Ok(outcomes)
-    }
-
-    /// Folds up to `limit` staged windows of `cluster` into their load
-    /// windows (`len` = L x E values each). Windows staged under an older
-    /// lineage no longer fit and are dropped.
-    pub async fn fold(
-        &self,
-        cluster: &str,
-        lineage: i64,
-        len: usize,
-        limit: usize,
-        now_ms: i64,
-    ) -> StoreResult<FoldOutcome> {
-        let mut tx = self.write().await?;
-        self.lock_cluster(&mut tx, cluster).await?;
-        let rows = sqlx::query(
-            "SELECT worker, seq, lineage, bucket, load FROM telemetry_pending WHERE cluster = $1 LIMIT $2",
-        )
-        .bind(cluster)
-        .bind(limit as i64)
-        .fetch_all(&mut *tx.tx)
-        .await?;
-        if rows.is_empty() {
-            return Ok(FoldOutcome::default());
-        }
-        let mut sums: BTreeMap<i64, (usize, Vec<f64>)> = BTreeMap::new();
-        let mut windows = 0;
-        for row in &rows {
-            let worker: String = row.try_get("worker")?;
-            let seq: i64 = row.try_get("seq")?;
-            if row.try_get::<i64, _>("lineage")? == lineage {
-                let blob: Vec<u8> = row.try_get("load")?;
-                let entry = sums
-                    .entry(row.try_get("bucket")?)
-                    .or_insert_with(|| (0, vec![0.0; len]));
-                load_codec::add_into(&blob, &mut entry.1)?;
-                entry.0 += 1;
-                windows += 1;
-            }
-            sqlx::query(
-                "DELETE FROM telemetry_pending WHERE cluster = $1 AND worker = $2 AND seq = $3",
-            )
-            .bind(cluster)
-            .bind(&worker)
-            .bind(seq)
-            .execute(&mut *tx.tx)
-            .await?;
-        }
-        for (&bucket, (count, sum)) in &mut sums {
-            let existing = sqlx::query(
-                "SELECT windows, load FROM load_windows WHERE cluster = $1 AND lineage = $2 AND bucket = $3",
-            )
-            .bind(cluster)
-            .bind(lineage)
-            .bind(bucket)
-            .fetch_optional(&mut *tx.tx)
-            .await?;
-            if let Some(row) = existing {
-                let blob: Vec<u8> = row.try_get("load")?;
-                load_codec::add_into(&blob, sum)?;
-                *count += to_usize("window count", row.try_get("windows")?)?;
-            }
-            sqlx::query(
-                "INSERT INTO load_windows (cluster, lineage, bucket, windows, load, updated_at_ms)
-                 VALUES ($1, $2, $3, $4, $5, $6)
-                 ON CONFLICT (cluster, lineage, bucket)
-                 DO UPDATE SET windows = excluded.windows, load = excluded.load, updated_at_ms = excluded.updated_at_ms",
-            )
-            .bind(cluster)
-            .bind(lineage)
-            .bind(bucket)
-            .bind(*count as i64)
-            .bind(load_codec::encode_f64(sum))
-            .bind(now_ms)
-            .execute(&mut *tx.tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(FoldOutcome {
-            consumed: rows.len(),
-            windows,
-            buckets: sums.len(),
-        })
     }
 
     /// The newest `limit` load windows of a lineage with `bucket < before`,
@@ -195,16 +128,6 @@ impl Store {
         Ok(out)
     }
 
-    /// Staged windows not folded yet.
-    pub async fn pending_windows(&self, cluster: &str) -> StoreResult<usize> {
-        let n: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM telemetry_pending WHERE cluster = $1")
-                .bind(cluster)
-                .fetch_one(self.pool())
-                .await?;
-        to_usize("count", n)
-    }
-
     /// Drops load windows older than `windows_before_bucket` and receipts
     /// older than `receipts_before_ms`.
     pub async fn prune(
@@ -233,10 +156,13 @@ impl Store {
     }
 }
 
-/// Stages one window inside `tx`: advance the worker's `last_seq` (the
-/// monotonicity check and the row lock in one statement), record the
-/// receipt, stage the load.
-async fn stage(tx: &mut WriteTx<'_>, w: &StagedWindow, now_ms: i64) -> StoreResult<IngestOutcome> {
+/// Checks one window inside `tx` and, when it is new, advances the worker's
+/// `last_seq` and records its receipt.
+async fn record_receipt(
+    tx: &mut WriteTx<'_>,
+    w: &StagedWindow,
+    now_ms: i64,
+) -> StoreResult<IngestOutcome> {
     let advanced = sqlx::query(
         "UPDATE workers SET last_seq = $3, last_seen_at_ms = $4, down_since_ms = NULL
          WHERE cluster = $1 AND name = $2 AND last_seq < $3",
@@ -280,16 +206,47 @@ async fn stage(tx: &mut WriteTx<'_>, w: &StagedWindow, now_ms: i64) -> StoreResu
     .bind(now_ms)
     .execute(&mut *tx.tx)
     .await?;
-    sqlx::query(
-        "INSERT INTO telemetry_pending (cluster, worker, seq, lineage, bucket, load) VALUES ($1, $2, $3, $4, $5, $6)",
+    Ok(IngestOutcome::Accepted)
+}
+
+/// Adds `count` windows summing to `sum` into a cluster load window (the
+/// caller holds the cluster lock).
+async fn add_to_load_window(
+    tx: &mut WriteTx<'_>,
+    cluster: &str,
+    lineage: i64,
+    bucket: i64,
+    count: usize,
+    sum: &mut [f64],
+    now_ms: i64,
+) -> StoreResult<()> {
+    let existing = sqlx::query(
+        "SELECT windows, load FROM load_windows WHERE cluster = $1 AND lineage = $2 AND bucket = $3",
     )
-    .bind(&w.cluster)
-    .bind(&w.worker)
-    .bind(w.seq)
-    .bind(w.lineage)
-    .bind(w.bucket)
-    .bind(&w.load)
+    .bind(cluster)
+    .bind(lineage)
+    .bind(bucket)
+    .fetch_optional(&mut *tx.tx)
+    .await?;
+    let mut count = count;
+    if let Some(row) = existing {
+        let blob: Vec<u8> = row.try_get("load")?;
+        load_codec::add_into(&blob, sum)?;
+        count += to_usize("window count", row.try_get("windows")?)?;
+    }
+    sqlx::query(
+        "INSERT INTO load_windows (cluster, lineage, bucket, windows, load, updated_at_ms)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (cluster, lineage, bucket)
+         DO UPDATE SET windows = excluded.windows, load = excluded.load, updated_at_ms = excluded.updated_at_ms",
+    )
+    .bind(cluster)
+    .bind(lineage)
+    .bind(bucket)
+    .bind(count as i64)
+    .bind(load_codec::encode(sum))
+    .bind(now_ms)
     .execute(&mut *tx.tx)
     .await?;
-    Ok(IngestOutcome::Accepted)
+    Ok(())
 }

@@ -19,7 +19,7 @@ both!(topology_lifecycle, |db| async move {
 
     // With a plan in place, a new topology starts a new lineage.
     app.send_round("c1", 1, 1.0).await;
-    app.settle("c1").await;
+    app.settle().await;
     assert_eq!(app.rebalance("c1").await, 1);
     let mut bigger = small_topology();
     bigger["num_nodes"] = json!(4);
@@ -40,7 +40,7 @@ both!(topology_lifecycle, |db| async move {
         let r = app.post_json("/v1/clusters/c1/telemetry", &w).await;
         assert!(r.status().is_success(), "{}", r.text().await.unwrap());
     }
-    app.settle("c1").await;
+    app.settle().await;
     assert_eq!(app.rebalance("c1").await, 2);
     app.stop().await;
 });

@@ -9,5 +9,6 @@ mod clusters;
 mod crash;
 mod health;
 mod plans;
+mod replicas;
 mod telemetry;
 mod workers;

@@ -15,7 +15,7 @@ both!(
         assert_eq!(r.status(), 409);
         assert_eq!(r.json::<Value>().await.unwrap()["code"], "no_telemetry");
         app.send_round("c1", 1, 3.0).await;
-        app.settle("c1").await;
+        app.settle().await;
         let r = app.post("/v1/clusters/c1/rebalance?dry_run=true").await;
         assert_eq!(r.status(), 200);
         let body: Value = r.json().await.unwrap();
@@ -32,7 +32,7 @@ both!(latest_etag_long_poll_and_history, |db| async move {
     let app = spawn_app(db).await;
     app.create_small("c1").await;
     app.send_round("c1", 1, 3.0).await;
-    app.settle("c1").await;
+    app.settle().await;
     assert_eq!(app.rebalance("c1").await, 1);
     let r = app.get("/v1/clusters/c1/plans/latest").await;
     assert_eq!(r.status(), 200);
@@ -65,7 +65,7 @@ both!(latest_etag_long_poll_and_history, |db| async move {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!waiter.is_finished());
     app.send_round("c1", 2, 0.0).await;
-    app.settle("c1").await;
+    app.settle().await;
     assert_eq!(app.rebalance("c1").await, 2);
     let published = Instant::now();
     let (status, woke, body) = waiter.await.unwrap();
@@ -103,10 +103,10 @@ both!(diff_and_exports, |db| async move {
     let app = spawn_app(db).await;
     app.create_small("c1").await;
     app.send_round("c1", 1, 3.0).await;
-    app.settle("c1").await;
+    app.settle().await;
     app.rebalance("c1").await;
     app.send_round("c1", 2, 0.5).await;
-    app.settle("c1").await;
+    app.settle().await;
     app.rebalance("c1").await;
     let diff = app.get_json("/v1/clusters/c1/plans/2/diff?from=1").await;
     let loads: u64 = diff["gpus"]
@@ -140,7 +140,7 @@ both!(sse_streams_new_plans, |db| async move {
     let app = spawn_app(db).await;
     app.create_small("c1").await;
     app.send_round("c1", 1, 3.0).await;
-    app.settle("c1").await;
+    app.settle().await;
     app.rebalance("c1").await;
     let r = app.get("/v1/clusters/c1/plans/stream").await;
     assert_eq!(r.status(), 200);
@@ -158,7 +158,7 @@ both!(sse_streams_new_plans, |db| async move {
         if text.contains("id: 1") && !published {
             published = true;
             app.send_round("c1", 2, 0.0).await;
-            app.settle("c1").await;
+            app.settle().await;
             app.rebalance("c1").await;
         }
     }

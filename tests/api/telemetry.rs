@@ -45,7 +45,7 @@ both!(windows_are_idempotent_and_counted_once, |db| async move {
         assert_eq!(r.status(), 200);
         assert_eq!(r.json::<Value>().await.unwrap()["status"], "duplicate");
     }
-    app.settle("c1").await;
+    app.settle().await;
     assert_eq!(tokens(&app, "c1").await, (1, total(&w)));
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(
@@ -118,7 +118,7 @@ both!(
             .await
             .unwrap();
         assert_eq!(r.status(), 415);
-        app.settle("c1").await;
+        app.settle().await;
         assert_eq!(tokens(&app, "c1").await, (1, total(&good)));
         let workers = app.get_json("/v1/clusters/c1/workers").await;
         assert_eq!(workers["workers"][0]["last_seq"], 5);
@@ -168,7 +168,7 @@ both!(binary_encoding_matches_json, |db| async move {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
-    app.settle("c1").await;
+    app.settle().await;
     assert_eq!(tokens(&app, "c1").await, (1, total(&w)));
     app.stop().await;
 });
@@ -177,7 +177,7 @@ both!(slot_load_maps_through_its_plan, |db| async move {
     let app = spawn_app(db).await;
     app.create_small("c1").await;
     app.send_round("c1", 1, 1.0).await;
-    app.settle("c1").await;
+    app.settle().await;
     let version = app.rebalance("c1").await;
     let before = tokens(&app, "c1").await;
     let slot_load: Vec<Vec<u32>> = (0..26).map(|_| (0..10).map(|s| s + 1).collect()).collect();
@@ -191,7 +191,7 @@ both!(slot_load_maps_through_its_plan, |db| async move {
         r.json::<Value>().await.unwrap()["code"],
         "unknown_plan_version"
     );
-    app.settle("c1").await;
+    app.settle().await;
     let after = tokens(&app, "c1").await;
     assert_eq!(after.0, before.0 + 1);
     assert_eq!(after.1, before.1 + 26.0 * 55.0);

@@ -9,7 +9,7 @@ both!(acks_and_rollout, |db| async move {
     let app = spawn_app(db).await;
     app.create_small("c1").await;
     app.send_round("c1", 1, 3.0).await;
-    app.settle("c1").await;
+    app.settle().await;
     let v = app.rebalance("c1").await;
     for gpu in 0..5 {
         let r = app
@@ -58,7 +58,7 @@ both!(
         let app = spawn_app_with(db, &["--worker-timeout", "1s", "--exclude-down-workers"]).await;
         app.create_small("c1").await;
         app.send_round("c1", 1, 3.0).await;
-        app.settle("c1").await;
+        app.settle().await;
         app.rebalance("c1").await;
         // GPUs 0..7 keep reporting; node1-gpu3 (GPU 7) falls silent.
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
