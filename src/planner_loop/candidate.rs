@@ -7,6 +7,8 @@
 //! full shape with `replica_share = 0` on the excluded GPUs' slots, which
 //! keep the experts they had (so excluding a GPU moves nothing onto it).
 
+use std::time::Duration;
+
 use ballast_solver::planner::PlanError;
 use ballast_solver::{
     score, solve, LoadMatrix, Plan, PlanOptions, PlanStats, Policy, Split, Topology, TopologySpec,
@@ -21,6 +23,8 @@ pub struct CandidateInput {
     pub current: Option<Plan>,
     pub policy: Policy,
     pub split: Split,
+    pub balance_tolerance: f64,
+    pub time_limit: Option<Duration>,
     /// GPUs that must carry no load, ascending.
     pub excluded: Vec<usize>,
 }
@@ -64,14 +68,16 @@ pub fn build(input: CandidateInput) -> Result<Candidate, CandidateError> {
         current,
         policy,
         split,
+        balance_tolerance,
+        time_limit,
         excluded,
     } = input;
-    // The update keeps this compiling when the solver's options grow fields.
-    #[allow(clippy::needless_update)]
     let options = |previous| PlanOptions {
         policy,
         split,
         previous,
+        time_limit,
+        balance_tolerance,
         ..PlanOptions::default()
     };
     let (plan, stats) = if excluded.is_empty() {
@@ -193,6 +199,8 @@ mod tests {
             current: None,
             policy: Policy::Greedy,
             split: Split::Even,
+            balance_tolerance: 0.005,
+            time_limit: None,
             excluded,
         }
     }

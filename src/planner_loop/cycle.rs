@@ -202,6 +202,8 @@ async fn cycle(
         current: current.as_ref().map(|c| c.plan.clone()),
         policy: state.config.policy,
         split: state.config.split,
+        balance_tolerance: state.config.balance_tolerance,
+        time_limit: state.config.solve_time_limit,
         excluded: excluded.clone(),
     };
     let candidate = tokio::task::spawn_blocking(move || candidate::build(input))

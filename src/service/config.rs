@@ -45,8 +45,16 @@ pub struct ServeArgs {
     #[arg(long, env = "BALLAST_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Planner policy (see `ballast solve --policy`).
-    #[arg(long, env = "BALLAST_POLICY", default_value = "greedy")]
+    #[arg(long, env = "BALLAST_POLICY", default_value = "optimal")]
     pub policy: String,
+    /// Optimal policy: a candidate's model imbalance may exceed a fresh plan's
+    /// by this fraction if that saves migrations.
+    #[arg(long, env = "BALLAST_BALANCE_TOLERANCE", default_value_t = ballast_solver::planner::DEFAULT_BALANCE_TOLERANCE)]
+    pub balance_tolerance: f64,
+    /// Optimal policy: wall-time limit of one candidate's solve (default: the
+    /// solver's own budget); also lets exact models use what is left.
+    #[arg(long, env = "BALLAST_SOLVE_TIME_LIMIT", value_parser = duration)]
+    pub solve_time_limit: Option<Duration>,
     /// `even`, or `weighted` to let plans carry replica_share.
     #[arg(long, env = "BALLAST_SPLIT", default_value = "even")]
     pub split: String,
@@ -138,6 +146,8 @@ pub struct ServeConfig {
     pub log_format: LogFormat,
     pub policy: Policy,
     pub split: Split,
+    pub balance_tolerance: f64,
+    pub solve_time_limit: Option<Duration>,
     pub plan_interval: Duration,
     pub tick: Duration,
     pub window: Duration,
@@ -187,6 +197,7 @@ impl ServeArgs {
             bail!("--ewma-alpha must be in (0, 1], got {}", self.ewma_alpha);
         }
         for (name, v) in [
+            ("balance-tolerance", self.balance_tolerance),
             ("gain-threshold", self.gain_threshold),
             ("hysteresis", self.hysteresis),
             ("move-cost", self.move_cost),
@@ -206,6 +217,11 @@ impl ServeArgs {
             log_format: self.log_format,
             policy,
             split,
+            balance_tolerance: self.balance_tolerance,
+            solve_time_limit: self
+                .solve_time_limit
+                .map(|d| positive("solve-time-limit", d))
+                .transpose()?,
             plan_interval: positive("plan-interval", self.plan_interval)?,
             tick: positive("tick", self.tick)?,
             window: positive("window", self.window)?,

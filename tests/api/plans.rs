@@ -40,7 +40,14 @@ both!(latest_etag_long_poll_and_history, |db| async move {
     let plan: Value = r.json().await.unwrap();
     assert_eq!(plan["version"], 1);
     assert_eq!(plan["reason"], "forced");
-    assert_eq!(plan["stats"]["policy"], "greedy");
+    assert_eq!(plan["stats"]["policy"], "optimal");
+    // The served document leaves out the derived fields; the figures under
+    // optimal routing never lose to the plan's own split.
+    assert!(plan.get("log2phy").is_none() && plan.get("logcnt").is_none());
+    let routed = plan["stats"]["optimal_routing"]["model_imbalance"]
+        .as_f64()
+        .unwrap();
+    assert!(routed <= plan["stats"]["model_imbalance"].as_f64().unwrap() + 1e-9);
     let r = app
         .client
         .get(app.url("/v1/clusters/c1/plans/latest"))
