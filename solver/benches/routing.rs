@@ -11,6 +11,12 @@
 //!   0.8–1.25, which takes the general path (loads as `k / speed`
 //!   breakpoints) instead of whole-token levels.
 //!
+//! - `routing/budget_intra_node_8x16_9_active` and
+//!   `routing/budget_prefill_32x16_9_active`: dynamic redundancy
+//!   (`Router::route_with_budget`, default limits) on the same shapes with
+//!   16 replicas hosted per GPU (the EPLB-style 9-slot plan plus 7 backups)
+//!   and 9 active, warm-started from the 9 static slots; 16k pairs.
+//!
 //! Each iteration routes the next of 64 pre-drawn batches (cycling over
 //! layers, each with its own prebuilt `Router`).
 //!
@@ -24,10 +30,10 @@ mod support;
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
 
-use ballast_solver::routing::{Router, Routing};
+use ballast_solver::routing::{Router, Routing, SearchLimits};
 use ballast_solver::{LoadMatrix, Topology};
 
-use support::{draw_batch, eplb_like_plan, read_load, read_topology, Rng};
+use support::{draw_batch, eplb_like_plan, read_load, read_topology, with_backups, Rng};
 
 const BATCHES: usize = 64;
 
@@ -62,6 +68,46 @@ fn bench_workload(group: &mut BenchmarkGroup<'_, WallTime>, name: &str, mut w: W
                 .route(tokens, &mut routing)
                 .expect("batch fits the layer");
             routing.max_load()
+        })
+    });
+}
+
+/// Dynamic redundancy: `fixed` (9 slots per GPU) plus 7 backups per GPU,
+/// 9 active, every layer's batches warm-started from the 9 static slots.
+fn bench_budget(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    fixed: &Topology,
+    hosted: &Topology,
+    load_name: &str,
+) {
+    let fixed_load = read_load(load_name, fixed);
+    let load = read_load(load_name, hosted);
+    let fixed_plan = eplb_like_plan(fixed, &fixed_load, true);
+    let plan = with_backups(hosted, fixed, &fixed_plan, &load);
+    let mut routers: Vec<Router> = (0..hosted.num_layers())
+        .map(|l| Router::new(hosted, &plan, l).expect("plan layer"))
+        .collect();
+    let mut rng = Rng::new(0x5eed);
+    let batches: Vec<(usize, Vec<u64>)> = (0..BATCHES)
+        .map(|i| {
+            let layer = i % hosted.num_layers();
+            (layer, draw_batch(load.layer(layer), 16 * 1024, &mut rng))
+        })
+        .collect();
+    let primaries: Vec<bool> = (0..hosted.num_slots())
+        .map(|p| p % hosted.slots_per_gpu() < fixed.slots_per_gpu())
+        .collect();
+    let mut i = 0;
+    group.bench_function(name, |b| {
+        b.iter(|| {
+            let (layer, tokens) = &batches[i % BATCHES];
+            i += 1;
+            routers[*layer]
+                .route_with_budget(tokens, 9, Some(&primaries), SearchLimits::default())
+                .expect("budget 9 covers every expert")
+                .routing
+                .max_load()
         })
     });
 }
@@ -107,6 +153,31 @@ fn routing(c: &mut Criterion) {
         &mut group,
         "decode_320x1",
         workload(&decode, &decode_load, false, 32 * 1024),
+    );
+
+    let hosted_intra = Topology::from_json(
+        r#"{"num_layers": 26, "num_logical_experts": 64, "num_groups": 8,
+            "num_nodes": 1, "gpus_per_node": 8, "slots_per_gpu": 16}"#,
+    )
+    .expect("hosted intra-node topology");
+    bench_budget(
+        &mut group,
+        "budget_intra_node_8x16_9_active",
+        &intra,
+        &hosted_intra,
+        "E64_zipf0.8",
+    );
+    let hosted_prefill = Topology::from_json(
+        r#"{"num_layers": 58, "num_logical_experts": 256, "num_groups": 8,
+            "num_nodes": 4, "gpus_per_node": 8, "slots_per_gpu": 16}"#,
+    )
+    .expect("hosted prefill topology");
+    bench_budget(
+        &mut group,
+        "budget_prefill_32x16_9_active",
+        &prefill,
+        &hosted_prefill,
+        "E256_zipf0.8",
     );
     group.finish();
 }

@@ -13,15 +13,18 @@
 //!
 //! Reported: mean over batches of the largest GPU load (tokens / speed) and
 //! of the imbalance (largest load / ideal load). A last section runs dynamic
-//! redundancy (16 replicas hosted per GPU, 9 active) on the prefill shape.
+//! redundancy (16 replicas hosted per GPU, 9 or 8 active) on the prefill
+//! shape and on one node, with the proof rate, the gap of unproven batches
+//! (routing / lower bound - 1) and the search time; `--dynamic` runs only
+//! that section.
 //!
 //! ```text
-//! cargo run --release -p ballast-solver --example routing_eval
+//! cargo run --release -p ballast-solver --example routing_eval [-- --dynamic]
 //! ```
 
 mod support;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ballast_solver::routing::{Router, Routing, SearchLimits};
 use ballast_solver::{LoadMatrix, Plan, Topology};
@@ -45,6 +48,18 @@ impl Mean {
     fn get(&self) -> f64 {
         self.sum / self.count.max(1) as f64
     }
+}
+
+fn mean_of(xs: &[f64]) -> f64 {
+    xs.iter().sum::<f64>() / xs.len().max(1) as f64
+}
+
+/// The `q`-quantile (nearest rank) of `xs`; 0 when empty.
+fn quantile(xs: &[f64], q: f64) -> f64 {
+    let mut sorted = xs.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted.get(rank).copied().unwrap_or(0.0)
 }
 
 /// Largest GPU load of per-slot token counts.
@@ -132,21 +147,30 @@ fn evaluate(
 }
 
 /// Dynamic redundancy on the prefill shape: 16 replicas hosted per GPU (the
-/// static 9-slot plan plus 7 backups), 9 active per batch, against all 16
-/// active (a lower bound) and against the static 9-slot plan routed
-/// optimally (an upper bound: activating its 9 slots is one choice).
-fn dynamic_redundancy(load_name: &str) {
-    let hosted = Topology::from_json(
-        r#"{"num_layers": 58, "num_logical_experts": 256, "num_groups": 8,
-            "num_nodes": 4, "gpus_per_node": 8, "slots_per_gpu": 16}"#,
-    )
+/// static 9-slot plan plus 7 backups), `budget` active per batch, against
+/// all 16 active (a lower bound) and against the static 9-slot plan routed
+/// optimally (with a budget of 9 an upper bound: activating its 9 slots is
+/// one choice). A budget of 8 is the hard case: a node's 8 GPUs then
+/// activate 64 replicas for its 64 experts, so no expert may split.
+fn dynamic_redundancy(shape: &str, fixed: &Topology, load_name: &str, budget: usize) {
+    let hosted = Topology::from_json(&format!(
+        r#"{{"num_layers": {}, "num_logical_experts": {}, "num_groups": {},
+            "num_nodes": {}, "gpus_per_node": {}, "slots_per_gpu": 16}}"#,
+        fixed.num_layers(),
+        fixed.num_logical_experts(),
+        fixed.num_groups(),
+        fixed.num_nodes(),
+        fixed.gpus_per_node(),
+    ))
     .expect("hosted topology");
-    let fixed = read_topology("prefill");
     let load = read_load(load_name, &hosted);
-    let fixed_load = read_load(load_name, &fixed);
-    let fixed_plan = eplb_like_plan(&fixed, &fixed_load, true);
-    let hosted_plan = with_backups(&hosted, &fixed, &fixed_plan, &load);
-    let limits = SearchLimits { max_nodes: 2_000 };
+    let fixed_load = read_load(load_name, fixed);
+    let fixed_plan = eplb_like_plan(fixed, &fixed_load, true);
+    let hosted_plan = with_backups(&hosted, fixed, &fixed_plan, &load);
+    let limits = SearchLimits {
+        max_nodes: 2_000,
+        exact_time: Duration::from_secs(1),
+    };
     let n = 16 * 1024;
     let ideal = n as f64 / hosted.total_speed();
     let mut rng = Rng::new(0xd1a);
@@ -158,14 +182,15 @@ fn dynamic_redundancy(load_name: &str) {
     );
     let (mut proven, mut nodes, mut runs) = (0, 0, 0);
     let mut routing = Routing::new();
-    let mut search_time = 0.0;
+    let mut times = Vec::new();
+    let mut gaps = Vec::new();
     // The static plan's slots come first on every GPU: the warm start.
     let primaries: Vec<bool> = (0..hosted.num_slots())
         .map(|p| p % hosted.slots_per_gpu() < fixed.slots_per_gpu())
         .collect();
     for layer in (0..hosted.num_layers()).step_by(4) {
         let mut router = Router::new(&hosted, &hosted_plan, layer).expect("layer");
-        let mut fixed_router = Router::new(&fixed, &fixed_plan, layer).expect("layer");
+        let mut fixed_router = Router::new(fixed, &fixed_plan, layer).expect("layer");
         for _ in 0..2 {
             let tokens = draw_batch(load.layer(layer), n, &mut rng);
             router.route(&tokens, &mut routing).expect("batch fits");
@@ -176,9 +201,10 @@ fn dynamic_redundancy(load_name: &str) {
             static9.add(routing.max_load());
             let t0 = Instant::now();
             let outcome = router
-                .route_with_budget(&tokens, 9, Some(&primaries), limits)
-                .expect("budget 9 covers every expert");
-            search_time += t0.elapsed().as_secs_f64();
+                .route_with_budget(&tokens, budget, Some(&primaries), limits)
+                .expect("the budget covers every expert");
+            times.push(t0.elapsed().as_secs_f64());
+            gaps.push(outcome.routing.max_load() / outcome.lower_bound - 1.0);
             budgeted.add(outcome.routing.max_load());
             lower.add(outcome.lower_bound);
             proven += usize::from(outcome.is_proven_optimal());
@@ -187,19 +213,59 @@ fn dynamic_redundancy(load_name: &str) {
         }
     }
     println!(
-        "{load_name}: {runs} batches of {n}; mean imbalance: 16 active {:.4} | 9 of 16 active {:.4} \
-         (lower bound {:.4}, proven optimal {proven}/{runs}, mean {} search nodes, mean {:.1} ms) | \
+        "{shape} {load_name}: {runs} batches of {n}; mean imbalance: 16 active {:.4} | {budget} of 16 active {:.4} \
+         (lower bound {:.4}, proven optimal {proven}/{runs}, mean {} search nodes) | \
          static 9-slot plan {:.4}",
         all_active.get() / ideal,
         budgeted.get() / ideal,
         lower.get() / ideal,
         nodes / runs.max(1),
-        search_time * 1e3 / runs.max(1) as f64,
         static9.get() / ideal,
+    );
+    let search_ms: Vec<f64> = times.iter().map(|t| t * 1e3).collect();
+    let open: Vec<f64> = gaps.iter().copied().filter(|&g| g > 0.0).collect();
+    println!(
+        "    search time ms: mean {:.2}, median {:.2}, max {:.2}; gap (routing / lower bound - 1) \
+         of the {} unproven: mean {:.5}, max {:.5}",
+        mean_of(&search_ms),
+        quantile(&search_ms, 0.5),
+        quantile(&search_ms, 1.0),
+        open.len(),
+        mean_of(&open),
+        quantile(&open, 1.0),
     );
 }
 
+/// Dynamic redundancy on the prefill shape (4 x 8 GPUs x 9 slots) and on
+/// one node (8 GPUs x 9 slots, 64 experts), each GPU hosting 16.
+fn dynamic_sections() {
+    let intra = Topology::from_json(
+        r#"{"num_layers": 26, "num_logical_experts": 64, "num_groups": 8,
+            "num_nodes": 1, "gpus_per_node": 8, "slots_per_gpu": 9}"#,
+    )
+    .expect("intra-node topology");
+    for (shape, fixed, loads) in [
+        (
+            "prefill",
+            read_topology("prefill"),
+            ["E256_lognorm0.8", "E256_zipf0.8"],
+        ),
+        ("intra-node", intra, ["E64_lognorm0.8", "E64_zipf0.8"]),
+    ] {
+        for load_name in loads {
+            for budget in [9, 8] {
+                dynamic_redundancy(shape, &fixed, load_name, budget);
+            }
+        }
+    }
+}
+
 fn main() {
+    // `--dynamic`: only the dynamic-redundancy section (the slow one).
+    if std::env::args().any(|a| a == "--dynamic") {
+        dynamic_sections();
+        return;
+    }
     println!(
         "{:<34} {:>6} {:>9} {:>7} {:>9} {:>7} {:>9} {:>7}",
         "topology / plan / load", "tokens", "opt max", "imb", "even max", "imb", "rand max", "imb"
@@ -238,8 +304,6 @@ fn main() {
         );
     }
     println!();
-    println!("dynamic redundancy, prefill shape (4 x 8 GPUs), node-local EPLB-style plans, every 4th layer:");
-    for load_name in ["E256_lognorm0.8", "E256_zipf0.8"] {
-        dynamic_redundancy(load_name);
-    }
+    println!("dynamic redundancy, node-local EPLB-style plans plus backups, every 4th layer:");
+    dynamic_sections();
 }

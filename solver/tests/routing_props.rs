@@ -9,17 +9,21 @@
 mod support;
 
 use std::sync::Mutex;
+use std::time::Duration;
 
 use good_lp::solvers::highs::highs;
 use good_lp::{constraint, variable, variables, Expression, Solution, SolverModel, Variable};
 use proptest::prelude::*;
 
 use ballast_solver::routing::{
-    score_optimal, Locality, Router, Routing, RoutingError, SearchLimits,
+    score_optimal, BudgetRouting, Locality, Router, Routing, RoutingError, SearchLimits,
 };
 use ballast_solver::{score, LoadMatrix, Plan, Topology};
 
-/// HiGHS runs one model at a time in this process (its thread pool is global).
+/// HiGHS runs one model at a time in this process (its thread pool is
+/// global), always with one thread, as the library's own models do (HiGHS
+/// refuses a model whose thread count differs from the first one's). Hold
+/// it around budgeted routing too: that may solve a MILP.
 static HIGHS: Mutex<()> = Mutex::new(());
 
 /// A random layer: topology, plan row, speeds.
@@ -158,6 +162,7 @@ fn milp_min_max(speeds: &[f64], demands: &[(f64, Vec<usize>)], integer: bool) ->
     let mut model = vars
         .minimise(t)
         .using(highs)
+        .set_threads(1)
         .set_mip_rel_gap(0.0)
         .expect("gap")
         .set_mip_abs_gap(0.0)
@@ -337,7 +342,10 @@ proptest! {
         let topology = case.topology();
         let plan = case.plan(&topology);
         let mut router = Router::new(&topology, &plan, 0).unwrap();
-        let result = router.route_with_budget(&tokens, budget, None, SearchLimits::default());
+        let result = {
+            let _lock = HIGHS.lock().unwrap_or_else(|e| e.into_inner());
+            router.route_with_budget(&tokens, budget, None, SearchLimits::default())
+        };
         let reference = milp_with_budget(&case, &tokens, budget);
         let Some(reference) = reference else {
             prop_assert!(matches!(result,
@@ -346,18 +354,67 @@ proptest! {
             return Ok(());
         };
         let outcome = result.unwrap();
-        check_feasible(&case, &tokens, &outcome.routing);
-        for g in 0..case.num_gpus() {
-            let active = outcome.active[g * case.slots..(g + 1) * case.slots].iter().filter(|&&a| a).count();
-            prop_assert!(active <= budget);
-        }
-        for (p, &x) in outcome.routing.slot_tokens().iter().enumerate() {
-            prop_assert!(x == 0 || outcome.active[p], "tokens on inactive slot {}", p);
-        }
+        check_budgeted(&case, &tokens, budget, &outcome);
         prop_assert!(outcome.is_proven_optimal());
         prop_assert!(close(outcome.routing.max_load(), reference),
             "budgeted {} vs HiGHS {}", outcome.routing.max_load(), reference);
     }
+
+    /// Cut short — one search node and no MILP — the answer still brackets
+    /// the optimum (lower bound <= MILP optimum <= its routing) and is a
+    /// whole-token routing within budget; with the MILP and no search
+    /// nodes beyond the first descent, it is proven and equal.
+    #[test]
+    fn budgeted_bounds_bracket_the_milp(
+        (mut case, tokens, budget) in case_strategy(3, 1).prop_flat_map(|c| {
+            let (e, s) = (c.experts, c.slots);
+            (Just(c), tokens_strategy(e), 1..=s)
+        })
+    ) {
+        let topology = case.topology();
+        let plan = case.plan(&topology);
+        let mut router = Router::new(&topology, &plan, 0).unwrap();
+        let Some(reference) = milp_with_budget(&case, &tokens, budget) else {
+            return Ok(());
+        };
+        let short = SearchLimits { max_nodes: 1, exact_time: Duration::ZERO };
+        let outcome = router.route_with_budget(&tokens, budget, None, short).unwrap();
+        check_budgeted(&case, &tokens, budget, &outcome);
+        let slack = 1e-7 * reference.max(1.0);
+        prop_assert!(outcome.lower_bound <= reference + slack,
+            "lower bound {} above HiGHS {}", outcome.lower_bound, reference);
+        prop_assert!(reference <= outcome.routing.max_load() + slack,
+            "routing {} below HiGHS {}", outcome.routing.max_load(), reference);
+        if outcome.is_proven_optimal() {
+            prop_assert!(close(outcome.routing.max_load(), reference));
+        }
+        let exact = SearchLimits { max_nodes: 0, exact_time: Duration::from_secs(5) };
+        let outcome = {
+            let _lock = HIGHS.lock().unwrap_or_else(|e| e.into_inner());
+            router.route_with_budget(&tokens, budget, None, exact).unwrap()
+        };
+        check_budgeted(&case, &tokens, budget, &outcome);
+        prop_assert!(outcome.is_proven_optimal());
+        prop_assert!(close(outcome.routing.max_load(), reference),
+            "budgeted {} vs HiGHS {}", outcome.routing.max_load(), reference);
+    }
+}
+
+/// A budgeted answer is a whole-token routing over its active slots, with
+/// at most `budget` of them per GPU.
+fn check_budgeted(case: &Case, tokens: &[u64], budget: usize, outcome: &BudgetRouting) {
+    check_feasible(case, tokens, &outcome.routing);
+    for g in 0..case.num_gpus() {
+        let active = outcome.active[g * case.slots..(g + 1) * case.slots]
+            .iter()
+            .filter(|&&a| a)
+            .count();
+        assert!(active <= budget, "GPU {g} has {active} active slots");
+    }
+    for (p, &x) in outcome.routing.slot_tokens().iter().enumerate() {
+        assert!(x == 0 || outcome.active[p], "tokens on inactive slot {p}");
+    }
+    assert!(outcome.lower_bound <= outcome.routing.max_load());
 }
 
 proptest! {
@@ -388,8 +445,12 @@ proptest! {
                 .collect();
             check_certificate(&case.speeds, &demands, &routing);
             let budget = case.slots.saturating_sub(1).max(1);
-            let limits = SearchLimits { max_nodes: 50 };
-            if let Ok(outcome) = router.route_with_budget(tokens, budget, previous.as_deref(), limits) {
+            let limits = SearchLimits { max_nodes: 50, ..SearchLimits::default() };
+            let result = {
+                let _lock = HIGHS.lock().unwrap_or_else(|e| e.into_inner());
+                router.route_with_budget(tokens, budget, previous.as_deref(), limits)
+            };
+            if let Ok(outcome) = result {
                 check_feasible(&case, tokens, &outcome.routing);
                 for (p, &x) in outcome.routing.slot_tokens().iter().enumerate() {
                     prop_assert!(x == 0 || outcome.active[p], "tokens on inactive slot {}", p);
@@ -427,6 +488,7 @@ fn milp_with_budget(case: &Case, tokens: &[u64], budget: usize) -> Option<f64> {
     let mut model = vars
         .minimise(t)
         .using(highs)
+        .set_threads(1)
         .set_mip_rel_gap(0.0)
         .expect("gap")
         .set_mip_abs_gap(0.0)

@@ -11,13 +11,17 @@
 //! Every (expert, GPU) pair is *free*, *on* or *off*. A node's lower bound
 //! is the exact whole-token routing over the pairs not switched off — the
 //! budget relaxed, which can only help — computed by the same solver as
-//! [`Router::route`](super::Router::route). If the replicas that this
-//! routing uses, plus those switched on, fit every GPU's budget, the node is
-//! solved exactly. Otherwise a GPU over budget is picked and its free pair
-//! with the least flow is branched on: off first (drop the replica that
-//! matters least), then on. Propagation switches off the free pairs of a
-//! GPU whose budget is used up and switches on the last usable replica of
-//! an expert. A node whose bound reaches the incumbent is pruned.
+//! [`Router::route`](super::Router::route). That routing is then made
+//! sparse without changing its value ([`basis`](super::basis): cycle
+//! cancelling and pivots towards the budgets); if the replicas it uses,
+//! plus those switched on, fit every GPU's budget, the node is solved
+//! exactly at its bound. On the sample data this settles the DeepSeek-like
+//! case (16 hosted, 9 active) at the root or within a few nodes. Otherwise
+//! a GPU over budget is picked and its free pair with the least flow is
+//! branched on: off first (drop the replica that matters least), then on.
+//! Propagation switches off the free pairs of a GPU whose budget is used
+//! up and switches on the last usable replica of an expert. A node whose
+//! bound reaches the incumbent is pruned.
 //!
 //! Incumbents: the better of a caller's warm start (e.g. the previous
 //! batch's activation) and an assignment of every expert to one GPU within
@@ -28,17 +32,28 @@
 //!
 //! Independent parts of the layer (the nodes of a node-local plan) are
 //! searched separately; a part stops as soon as it is no worse than the
-//! largest root bound of all parts, which bounds the layer.
+//! largest root bound of all parts, which bounds the layer. A part the
+//! search leaves unproven goes to an exact MILP on HiGHS
+//! ([`exact`](super::exact)) for at most [`SearchLimits::exact_time`]:
+//! first "is the budget-free bound reachable?", then "is anything better
+//! than the incumbent?", each answer routed exactly or raising the bound.
 //!
 //! ## Cost
-//! Each node costs one routing of the part (microseconds). The first
-//! descent takes at most one node per replica; the rest is capped by
-//! [`SearchLimits::max_nodes`] and exponential in the worst case. The result
-//! says how far from proven it is ([`BudgetRouting::lower_bound`]).
+//! Each node costs one routing of the part and its sparsification
+//! (microseconds). The first descent takes at most one node per replica;
+//! the rest is capped by [`SearchLimits::max_nodes`] and exponential in the
+//! worst case, and the MILP by [`SearchLimits::exact_time`]. The result says
+//! how far from proven it is ([`BudgetRouting::lower_bound`]).
 
+use std::collections::BinaryHeap;
+use std::time::{Duration, Instant};
+
+use super::basis::{self, FREE, OFF, ON};
+use super::exact::{self, Verdict};
 use super::flow::FlowNetwork;
 use super::graph::LayerGraph;
 use super::router::Routing;
+use super::threshold::load;
 use super::whole::WholeTokens;
 use super::RoutingError;
 
@@ -50,11 +65,18 @@ pub struct SearchLimits {
     /// among the independent parts of the layer. Each part's first descent
     /// (at most one node per replica) runs regardless.
     pub max_nodes: usize,
+    /// Time for the exact MILP (HiGHS) on the parts of the layer the search
+    /// leaves unproven (each takes what the previous ones left); zero skips
+    /// it. Never spent on a batch the search proves.
+    pub exact_time: Duration,
 }
 
 impl Default for SearchLimits {
     fn default() -> Self {
-        SearchLimits { max_nodes: 10_000 }
+        SearchLimits {
+            max_nodes: 10_000,
+            exact_time: Duration::from_millis(200),
+        }
     }
 }
 
@@ -80,10 +102,6 @@ impl BudgetRouting {
         self.routing.max_load() <= self.lower_bound
     }
 }
-
-const FREE: u8 = 0;
-const ON: u8 = 1;
-const OFF: u8 = 2;
 
 /// The chosen activation: which edges are active, the flow over them and
 /// the search's figures.
@@ -170,7 +188,7 @@ pub(crate) fn search(
     let mut bounds = Vec::with_capacity(components.len());
     for gpus in &components {
         search.scope(gpus, &root);
-        bounds.push(search.relax(&root));
+        bounds.push(search.relax(&root).max(search.split_bound(&root)));
     }
     let floor = bounds.iter().copied().fold(0.0, f64::max);
     let mut order: Vec<usize> = (0..components.len()).collect();
@@ -179,6 +197,7 @@ pub(crate) fn search(
     let mut active = vec![false; graph.num_edges()];
     let mut lower_bound = floor;
     let mut nodes = 0;
+    let deadline = Instant::now() + limits.exact_time;
     for (i, &c) in order.iter().enumerate() {
         search.scope(&components[c], &root);
         let in_scope: Vec<bool> = (0..graph.num_edges())
@@ -197,7 +216,12 @@ pub(crate) fn search(
         }
         // The layer's value is the worst component's: share the nodes out.
         let share = limits.max_nodes.saturating_sub(nodes) / (order.len() - i);
-        let component = search.branch_and_bound(&root, bounds[c], seeds, floor, share);
+        let mut component = search.branch_and_bound(&root, bounds[c], seeds, floor, share);
+        if component.lower_bound < component.value && component.value > lower_bound {
+            // Most parts finish without it: the first open one may use all.
+            let left = deadline.saturating_duration_since(Instant::now());
+            search.settle(&root, &mut component, left);
+        }
         nodes += component.nodes;
         lower_bound = lower_bound.max(component.lower_bound);
         for (a, (&chosen, &s)) in active
@@ -225,6 +249,8 @@ pub(crate) fn search(
 /// One component's result.
 struct ComponentOutcome {
     active: Vec<bool>,
+    /// The largest load of `active`.
+    value: f64,
     lower_bound: f64,
     nodes: usize,
 }
@@ -346,6 +372,48 @@ impl<'a> Search<'a> {
                 return Ok(());
             }
         }
+    }
+
+    /// A bound the budget-free routing misses: every scoped expert needs
+    /// one active replica, so the component's GPUs have only
+    /// `spare = budget x GPUs - experts` activations to split experts with,
+    /// and an expert in `p` pieces (at most one per usable replica) has a
+    /// piece of at least `ceil(t / p)` tokens on one GPU. Handing out the
+    /// spare pieces greedily to the expert with the largest such piece
+    /// minimizes the largest piece, which bounds every activation. With no
+    /// spare (e.g. 64 experts on 8 GPUs x 8 active) it is the heaviest
+    /// expert. Uniform speeds only (0 otherwise).
+    fn split_bound(&self, root: &[u8]) -> f64 {
+        let graph = self.graph;
+        let Some(speed) = graph.uniform_speed else {
+            return 0.0;
+        };
+        let mut gpu_used = vec![false; graph.num_gpus()];
+        let mut pieces = BinaryHeap::new();
+        for d in (0..graph.num_demands()).filter(|&d| self.scoped_tokens[d] > 0) {
+            let mut replicas = 0u64;
+            for e in graph.edges(d).filter(|&e| root[e] != OFF) {
+                gpu_used[graph.edge_gpu[e] as usize] = true;
+                replicas += 1;
+            }
+            // (largest piece, tokens, pieces, replicas)
+            let t = self.scoped_tokens[d];
+            pieces.push((t, t, 1u64, replicas.max(1)));
+        }
+        let gpus = gpu_used.iter().filter(|&&u| u).count();
+        let mut spare = (self.budget * gpus).saturating_sub(pieces.len());
+        while spare > 0 {
+            let Some(mut top) = pieces.peek_mut() else {
+                break;
+            };
+            let (_, t, p, replicas) = *top;
+            if p == replicas {
+                break;
+            }
+            *top = (t.div_ceil(p + 1), t, p + 1, replicas);
+            spare -= 1;
+        }
+        pieces.peek().map_or(0.0, |&(piece, ..)| load(piece, speed))
     }
 
     /// The exact routing with the budget relaxed; fills `flow`.
@@ -540,11 +608,21 @@ impl<'a> Search<'a> {
                 break;
             }
             nodes += 1;
-            let bound = self.relax(&state);
+            // The root's bound holds in every subtree (each restricts it).
+            let bound = self.relax(&state).max(root_bound);
             if self.beaten(bound) {
                 self.finish_descent(&mut descended, root, &mut nodes, max_nodes);
                 continue;
             }
+            basis::fit_budget(
+                self.graph,
+                &self.demand_of_edge,
+                &state,
+                &self.scoped_tokens,
+                self.budget,
+                bound,
+                &mut self.flow,
+            );
             let Some(edge) = self.branch_edge(&state) else {
                 // The relaxation's replicas fit the budget: solved at its bound.
                 let active = self.relaxation_activation(&state);
@@ -552,6 +630,7 @@ impl<'a> Search<'a> {
                 self.finish_descent(&mut descended, root, &mut nodes, max_nodes);
                 continue;
             };
+            let depth = stack.len();
             let mut on = state.clone();
             on[edge] = ON;
             if self.propagate(&mut on).is_ok() {
@@ -562,13 +641,88 @@ impl<'a> Search<'a> {
             if self.propagate(&mut off).is_ok() {
                 stack.push((off, bound));
             }
+            if stack.len() == depth {
+                // A dead end also ends the descent, which so takes at most
+                // one node per replica.
+                self.finish_descent(&mut descended, root, &mut nodes, max_nodes);
+            }
         }
         let (best, active) = self.incumbent.take().unwrap_or_default();
         let lower_bound = stack.iter().map(|&(_, b)| b).fold(best, f64::min);
         ComponentOutcome {
             active,
+            value: best,
             lower_bound,
             nodes,
+        }
+    }
+
+    /// Closes the gap the search left on the scoped component with the
+    /// exact MILP, within `time`. The budget-free bound is tried first, as
+    /// a pure feasibility question (on the sample data it is the optimum
+    /// every time); once that is refuted, each probe asks for a strictly
+    /// better activation. Activations found are routed exactly, not
+    /// trusted; it stops when the incumbent is proven or time runs out.
+    fn settle(&mut self, root: &[u8], component: &mut ComponentOutcome, time: Duration) {
+        let deadline = Instant::now() + time;
+        let usable: Vec<bool> = root.iter().map(|&s| s != OFF).collect();
+        let forced: Vec<bool> = root.iter().map(|&s| s == ON).collect();
+        let mut at_bound = true;
+        while component.lower_bound < component.value {
+            let problem = exact::Component {
+                graph: self.graph,
+                tokens: &self.scoped_tokens,
+                usable: &usable,
+                forced: &forced,
+                budget: self.budget,
+            };
+            let floor = component.lower_bound;
+            let target = match at_bound {
+                true => floor,
+                false => match problem.below(component.value) {
+                    Some(t) => t,
+                    None => return,
+                },
+            };
+            let mut left = deadline.saturating_duration_since(Instant::now());
+            if at_bound {
+                // Keep time for better activations in case the bound is weak.
+                left /= 2;
+            }
+            match exact::probe(&problem, floor, target, left) {
+                None => return,
+                Some(Verdict::Infeasible) => {
+                    component.lower_bound = floor.max(problem.above(target));
+                    at_bound = false;
+                }
+                Some(Verdict::Bounded(bound)) => {
+                    component.lower_bound = floor.max(bound);
+                    if !at_bound {
+                        return;
+                    }
+                    at_bound = false;
+                }
+                Some(Verdict::Found { active, bound }) => {
+                    component.lower_bound = floor.max(bound);
+                    if !self.admissible(&active) {
+                        return;
+                    }
+                    self.solver.solve(
+                        self.graph,
+                        &self.scoped_tokens,
+                        Some(&active),
+                        &mut self.flow,
+                    );
+                    let value = self.solver.optimum(self.graph);
+                    if value >= component.value {
+                        // Only with speeds where rounding to whole tokens
+                        // costs more than the model saw.
+                        return;
+                    }
+                    component.value = value;
+                    component.active = active;
+                }
+            }
         }
     }
 
@@ -756,7 +910,10 @@ mod tests {
         let tokens = [12, 6, 6, 6];
         // GPU0 {e0, e1}, GPU1 {e0, e3}, GPU2 {e2, e3}: optimal at 10.
         let start = [true, true, false, true, false, true, true, true, false];
-        let none = SearchLimits { max_nodes: 0 };
+        let none = SearchLimits {
+            max_nodes: 0,
+            exact_time: std::time::Duration::ZERO,
+        };
         let warm = r.route_with_budget(&tokens, 2, Some(&start), none).unwrap();
         assert_eq!(warm.routing.max_load(), 10.0);
         assert!(warm.is_proven_optimal());
@@ -770,6 +927,23 @@ mod tests {
             r.route_with_budget(&tokens, 2, Some(&[true; 4]), none),
             Err(RoutingError::Shape { .. })
         ));
+    }
+
+    #[test]
+    fn without_spare_activations_no_expert_splits() {
+        // Both GPUs host e0 and e1; one active each, so neither splits: the
+        // heavy expert alone bounds the load (the budget-free bound is 6).
+        let two = r#"{"num_layers": 1, "num_logical_experts": 2, "num_groups": 1,
+            "num_nodes": 1, "gpus_per_node": 2, "slots_per_gpu": 2}"#;
+        let mut r = router(two, vec![0, 1, 0, 1]);
+        let none = SearchLimits {
+            max_nodes: 0,
+            exact_time: std::time::Duration::ZERO,
+        };
+        let outcome = r.route_with_budget(&[10, 2], 1, None, none).unwrap();
+        assert_eq!(outcome.lower_bound, 10.0);
+        assert_eq!(outcome.routing.max_load(), 10.0);
+        assert!(outcome.is_proven_optimal());
     }
 
     #[test]

@@ -12,7 +12,9 @@
 //!   optionally keeping tokens on their source's node ([`Locality`]).
 //! - [`Router::route_with_budget`]: dynamic redundancy — choose which
 //!   replicas are active (at most `A` per GPU) and route, jointly; a
-//!   branch and bound that reports whether it proved optimality.
+//!   branch and bound over sparse optimal routings, with an exact MILP
+//!   (HiGHS, time-capped) for what it leaves open, that reports whether it
+//!   proved optimality.
 //! - [`score_optimal`]: a plan's figures with each layer's (real-valued)
 //!   load routed optimally.
 //!
@@ -46,7 +48,9 @@
 //! are solved per component, and a component with one multi-GPU expert
 //! (every component when GPUs hold one slot) in closed form.
 
+mod basis;
 mod dynamic;
+mod exact;
 mod flow;
 mod fractional;
 mod graph;

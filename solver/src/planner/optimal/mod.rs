@@ -17,10 +17,11 @@
 //!    `c` replicas takes at least `1/c` of its tokens — so every layer's gap is
 //!    proven against it; a layer that meets its bound is reported optimal.
 //! 3. **Re-plan** ([`mod@replan`]) with a previous plan: a ladder of candidates
-//!    per layer (kept, repaired to several targets with the exact group
-//!    model and a per-node repair, fresh and relabelled), then one choice per
-//!    layer for the whole model: fewest migrations within the balance
-//!    tolerance, or the best price.
+//!    per layer (kept, the trade-off curve of keeping groups in place
+//!    ([`frontier`]), repaired to several targets with the exact group model
+//!    and a per-node repair, fresh and relabelled), then one choice per layer
+//!    for the whole model: fewest migrations within the balance tolerance
+//!    (an exact knapsack), or the best price.
 //!
 //! Layers run in parallel (rayon); HiGHS runs single-threaded inside them.
 //! `time_limit` is shared out by [`budget::Budget`].
@@ -29,6 +30,7 @@ mod budget;
 mod even_model;
 mod even_search;
 mod fresh;
+mod frontier;
 mod group_assign;
 mod milp;
 mod min_moves;
@@ -198,6 +200,8 @@ fn replan(
         layout,
         split: request.split,
         tolerance: request.tolerance,
+        // One curve per unit of every layer.
+        curve_work: frontier::work_per_curve(rows.len() * layout.units()),
     };
     let ladders: Vec<(Vec<Candidate>, f64)> = fresh
         .par_iter()

@@ -28,7 +28,7 @@ const SLACK: f64 = 1e-12;
 
 /// How much a slot change costs, relative to the previous placement.
 #[derive(Debug, Clone)]
-struct History {
+pub(crate) struct History {
     /// Copies of local expert `e` GPU `g` held before, at `g * n + e`.
     old: Vec<u32>,
     num_experts: usize,
@@ -39,13 +39,25 @@ impl History {
         self.old[g * self.num_experts + e as usize]
     }
 
+    /// Migrations of `p` against the previous placement.
+    pub(crate) fn moves(&self, p: &EvenPacking) -> usize {
+        let n = self.num_experts;
+        (0..p.problem().num_gpus())
+            .map(|g| {
+                (0..n as u32)
+                    .map(|e| p.copies(g, e).saturating_sub(self.old(g, e)) as usize)
+                    .sum::<usize>()
+            })
+            .sum()
+    }
+
     /// Migrations added by one more copy of `e` on `g`.
-    fn add_cost(&self, p: &EvenPacking, g: usize, e: u32) -> i32 {
+    pub(crate) fn add_cost(&self, p: &EvenPacking, g: usize, e: u32) -> i32 {
         i32::from(p.copies(g, e) >= self.old(g, e))
     }
 
     /// Migrations removed by one copy fewer of `e` on `g` (0 or -1).
-    fn remove_cost(&self, p: &EvenPacking, g: usize, e: u32) -> i32 {
+    pub(crate) fn remove_cost(&self, p: &EvenPacking, g: usize, e: u32) -> i32 {
         -i32::from(p.copies(g, e) > self.old(g, e))
     }
 }
@@ -72,19 +84,7 @@ impl<'p> Repairer<'p> {
     /// Starts from the node's previous slots `old` (local expert ids, `None`
     /// for experts that are no longer the node's), completed by step 1.
     pub(crate) fn new(problem: NodeProblem<'p>, old: &[Option<u32>]) -> Self {
-        let mut packing = EvenPacking::from_slots(problem, fill(problem, old));
-        packing.spread_copies();
-        let n = problem.num_experts();
-        let s = problem.slots_per_gpu;
-        let mut history = History {
-            old: vec![0; problem.num_gpus() * n],
-            num_experts: n,
-        };
-        for (slot, e) in old.iter().enumerate() {
-            if let Some(e) = e {
-                history.old[(slot / s) * n + *e as usize] += 1;
-            }
-        }
+        let (packing, history) = start(problem, old);
         Repairer { packing, history }
     }
 
@@ -101,6 +101,29 @@ impl<'p> Repairer<'p> {
             slots: self.packing.slots().to_vec(),
         }
     }
+}
+
+/// Where every repair of a node starts: the node's previous slots `old`
+/// (local expert ids, `None` for experts that are no longer the node's)
+/// completed by step 1, and the copies it held for counting migrations.
+pub(crate) fn start<'p>(
+    problem: NodeProblem<'p>,
+    old: &[Option<u32>],
+) -> (EvenPacking<'p>, History) {
+    let mut packing = EvenPacking::from_slots(problem, fill(problem, old));
+    packing.spread_copies();
+    let n = problem.num_experts();
+    let s = problem.slots_per_gpu;
+    let mut history = History {
+        old: vec![0; problem.num_gpus() * n],
+        num_experts: n,
+    };
+    for (slot, e) in old.iter().enumerate() {
+        if let Some(e) = e {
+            history.old[(slot / s) * n + *e as usize] += 1;
+        }
+    }
+    (packing, history)
 }
 
 /// Step 1: a complete slot table that keeps every still-valid slot.
@@ -309,7 +332,7 @@ fn repair_loop(packing: &mut EvenPacking, history: &History, target: f64, deadli
 }
 
 /// Step 3: moves that save migrations and keep every GPU at most `limit`.
-fn tidy(packing: &mut EvenPacking, history: &History, limit: f64) {
+pub(crate) fn tidy(packing: &mut EvenPacking, history: &History, limit: f64) {
     let p = packing.problem();
     let (s, g_count) = (p.slots_per_gpu, p.num_gpus());
     let cap = p.count_cap();

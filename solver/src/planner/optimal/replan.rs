@@ -7,18 +7,26 @@
 //!   placement rule;
 //! * the fresh plan with its nodes and GPUs renamed to match the previous
 //!   plan best ([`relabel`]);
+//! * the trade-off curve of the previous group split ([`frontier`]): for
+//!   each migration count, the lowest max load a beam search over swaps and
+//!   recounts finds, combined over units. Keeping groups in place is where
+//!   cheap re-plans live (a moved group costs every slot it held), and the
+//!   curve offers the choice below every step the repairs take;
 //! * repairs of the previous plan to several targets `T*·(1 + ℓ)`, `T*` the
 //!   fresh plan's max load: groups stay on their node unless the exact
 //!   group model ([`GroupModel`]) says moving them is the cheapest way to
 //!   let every node reach the target (a moved group costs all the slots it
 //!   held); each node is then repaired ([`Repairer`]), or replaced by a fresh
-//!   node plan renamed to fit when the repair falls short.
+//!   node plan renamed to fit when the repair falls short;
+//! * repairs of every split met above towards that split's own bound (the
+//!   worst node bound under it): a split that keeps groups usually cannot
+//!   reach the fresh targets at all.
 //!
 //! A choice of one candidate per layer is then made for the whole model:
 //! * **lexicographic** (default): the fewest migrations with
 //!   `Σ_l max_l ≤ (1 + tolerance) · Σ_l T*_l`, i.e. model imbalance within
-//!   the tolerance of the fresh plan's. A Lagrangian search over the price
-//!   of load finds it, then a greedy pass spends any budget left;
+//!   the tolerance of the fresh plan's: a multiple-choice knapsack, solved
+//!   exactly by dynamic programming over the migration count;
 //! * **priced**: each layer independently minimises transfer time (moved
 //!   bytes over link bandwidth) minus the compute time its balance saves
 //!   over the serving horizon, compared with keeping the previous plan.
@@ -33,12 +41,13 @@ use std::collections::HashMap;
 use super::budget::Budget;
 use super::even_search::{self, Effort};
 use super::fresh::{LayerSolution, Layout, Unit};
+use super::frontier::frontier;
 use super::group_assign::GroupModel;
 use super::min_moves::min_moves;
 use super::packing::EvenPacking;
 use super::problem::{water_fill, NodeProblem};
 use super::relabel::{self, excess};
-use super::repair::Repairer;
+use super::repair::{self, Repairer};
 use super::weighted::{self, REACHED};
 use crate::bound::Replication;
 use crate::planner::{Placement, Split};
@@ -48,6 +57,17 @@ const LEVELS: [f64; 16] = [
     0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.0065, 0.008, 0.01, 0.0125, 0.015, 0.02, 0.03,
     0.04, 0.06, 0.08,
 ];
+
+/// Relative targets above a split's own bound its walk aims for, loose to
+/// tight (coarser than [`LEVELS`]: the trade-off curve fills the gaps).
+const SPLIT_LEVELS: [f64; 7] = [0.04, 0.02, 0.01, 0.005, 0.0025, 0.001, 0.0];
+
+/// A load limit (times the fresh max load) no split exceeds: the group
+/// model under it keeps every group where it was.
+const UNLIMITED: f64 = 1.0e3;
+
+/// One repair target and the groups each unit hosts for it.
+type Step = (f64, Vec<Vec<u32>>);
 
 /// Time limit of one share LP (they take milliseconds).
 const SHARE_LP_SECONDS: f64 = 1.0;
@@ -80,6 +100,8 @@ pub(crate) struct Replanner<'t> {
     pub layout: Layout<'t>,
     pub split: Split,
     pub tolerance: f64,
+    /// Work each trade-off curve may spend ([`super::frontier::work_per_curve`]).
+    pub curve_work: usize,
 }
 
 /// Migrations of `row` against `prev` (per-GPU multiset difference).
@@ -100,9 +122,6 @@ impl Replanner<'_> {
         fresh: &LayerSolution,
         budget: &Budget,
     ) -> Vec<Candidate> {
-        let layout = self.layout;
-        let t = layout.topology;
-        let s = t.slots_per_gpu();
         let mut ladder = vec![self.relabelled_fresh(prev, fresh)];
         let mut cache = ShareCache::default();
         if self.follows_placement(prev) {
@@ -113,15 +132,137 @@ impl Replanner<'_> {
         levels.push(self.tolerance);
         levels.sort_by(|a, b| b.total_cmp(a));
         levels.dedup();
-        let targets: Vec<f64> = levels.iter().map(|l| fresh.max_load * (1.0 + l)).collect();
-        let hosts: Vec<Vec<Vec<u32>>> = targets
-            .iter()
-            .map(|&tau| self.assign(row, prev, fresh, tau))
-            .collect();
+        // Targets relative to the fresh plan pick the group split (the exact
+        // group model moves groups only when the target demands it); every
+        // split met, the previous one included (the model with no load limit
+        // keeps all groups), is also repaired towards its own bound: a split
+        // that keeps groups in place usually cannot reach the fresh plan's
+        // targets, and its best trade-offs lie between its bound and the
+        // loosest fresh target. Each walk has its own repairers (a repair
+        // depends on the targets it went through), so every walk adds
+        // trade-offs and none is lost. Under weighted split every candidate
+        // costs a share LP per unit, and the fresh-target walk alone already
+        // leaves few slots to save there (measured on the samples: the extra
+        // walks and the curve saved under a point of churn for 2-4 times the
+        // time), so the extra walks and the curve are an even-split tool.
+        let thorough = self.split == Split::Even;
+        let mut walks: Vec<Vec<Step>> = vec![Vec::new()];
+        let mut splits: Vec<(Vec<Vec<u32>>, f64)> = Vec::new();
+        let unlimited = fresh.max_load * UNLIMITED;
+        let (kept, _) = self.assign(row, prev, fresh, unlimited);
+        if thorough {
+            ladder.extend(self.curve(row, prev, &kept, &mut cache, budget));
+        }
+        for tau in
+            std::iter::once(unlimited).chain(levels.iter().map(|l| fresh.max_load * (1.0 + l)))
+        {
+            let (hosts, worst) = self.assign(row, prev, fresh, tau);
+            if let Some(worst) = worst.filter(|_| thorough) {
+                if !splits.iter().any(|(h, _)| *h == hosts) {
+                    splits.push((hosts.clone(), worst));
+                }
+            }
+            if tau < unlimited {
+                walks[0].push((tau, hosts));
+            }
+        }
+        let loosest = fresh.max_load * (1.0 + levels[0]);
+        for (hosts, worst) in splits {
+            let mut walk: Vec<Step> = SPLIT_LEVELS
+                .iter()
+                .map(|level| worst * (1.0 + level))
+                .filter(|&tau| tau < loosest)
+                .map(|tau| (tau, hosts.clone()))
+                .collect();
+            walk.dedup_by(|a, b| a.0 == b.0);
+            walks.push(walk);
+        }
+        for (w, steps) in walks.iter().enumerate() {
+            let seed = (index * 31 + w * 1009) as u64;
+            ladder.extend(self.walk(row, prev, fresh, steps, seed, &mut cache, budget));
+        }
+        ladder
+    }
+
+    /// Candidates along the trade-off curve of the split `hosts` (groups
+    /// per unit): each unit's [`frontier`], combined over units so that
+    /// each migration count gets the lowest layer max load.
+    fn curve(
+        &self,
+        row: &[f64],
+        prev: &[u32],
+        hosts: &[Vec<u32>],
+        cache: &mut ShareCache,
+        budget: &Budget,
+    ) -> Vec<Candidate> {
+        let layout = self.layout;
+        let s = layout.topology.slots_per_gpu();
+        let units: Vec<Unit> = hosts.iter().map(|g| self.unit_of(row, g)).collect();
+        // (migrations, max load, point of each unit so far), Pareto-pruned.
+        let mut combined: Vec<(usize, f64, Vec<usize>)> = vec![(0, 0.0, Vec::new())];
+        let mut curves = Vec::with_capacity(units.len());
+        for (u, unit) in units.iter().enumerate() {
+            let problem = unit.problem(layout.speeds(u), s);
+            let old: Vec<Option<u32>> = prev[layout.slots(u)]
+                .iter()
+                .map(|&e| unit.local(e))
+                .collect();
+            let (start, history) = repair::start(problem, &old);
+            let points = frontier(start, &history, self.curve_work, budget.deadline());
+            if points.is_empty() {
+                return Vec::new();
+            }
+            let mut next: Vec<(usize, f64, Vec<usize>)> = Vec::new();
+            for (m, load, picks) in &combined {
+                for (k, q) in points.iter().enumerate() {
+                    let mut picks = picks.clone();
+                    picks.push(k);
+                    next.push((m + q.migrations, load.max(q.max_load), picks));
+                }
+            }
+            next.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+            combined.clear();
+            for point in next {
+                if combined.last().is_none_or(|q| point.1 < q.1) {
+                    combined.push(point);
+                }
+            }
+            curves.push(points);
+        }
+        let mut out = Vec::with_capacity(combined.len());
+        for (_, _, picks) in combined {
+            let mut row_out = vec![0u32; layout.topology.num_slots()];
+            for (u, &k) in picks.iter().enumerate() {
+                for (dst, &e) in row_out[layout.slots(u)].iter_mut().zip(&curves[u][k].slots) {
+                    *dst = units[u].global(e);
+                }
+            }
+            out.push(self.finish(row, row_out, prev, cache, budget));
+        }
+        out
+    }
+
+    /// Repairs the previous plan through `steps` (targets from loose to
+    /// tight, each with its groups per unit): one candidate per step.
+    #[allow(clippy::too_many_arguments)]
+    fn walk(
+        &self,
+        row: &[f64],
+        prev: &[u32],
+        fresh: &LayerSolution,
+        steps: &[Step],
+        seed: u64,
+        cache: &mut ShareCache,
+        budget: &Budget,
+    ) -> Vec<Candidate> {
+        let layout = self.layout;
+        let t = layout.topology;
+        let s = t.slots_per_gpu();
+        let mut ladder = Vec::with_capacity(steps.len());
         // One repairer per (unit, groups) pair met on the ladder, walked
         // from the loosest target to the tightest.
         let mut keys: Vec<(usize, &[u32])> = Vec::new();
-        for level in &hosts {
+        for (_, level) in steps {
             for (u, groups) in level.iter().enumerate() {
                 if !keys.contains(&(u, groups.as_slice())) {
                     keys.push((u, groups));
@@ -153,7 +294,8 @@ impl Replanner<'_> {
             .map(|(p, old)| Repairer::new(*p, old))
             .collect();
         let mut fallbacks: Vec<Option<Vec<u32>>> = vec![None; keys.len()];
-        for (level, (&tau, level_hosts)) in targets.iter().zip(&hosts).enumerate() {
+        for (level, (tau, level_hosts)) in steps.iter().enumerate() {
+            let tau = *tau;
             if budget.remaining() <= 0.0 {
                 break;
             }
@@ -168,13 +310,7 @@ impl Replanner<'_> {
                 let mut local = repaired.slots;
                 if repaired.max_load > tau * (1.0 + REACHED) {
                     let fallback = fallbacks[k].get_or_insert_with(|| {
-                        self.fresh_unit(
-                            problems[k],
-                            &units[k],
-                            fresh,
-                            tau,
-                            (index * 31 + level) as u64,
-                        )
+                        self.fresh_unit(problems[k], &units[k], fresh, tau, seed + level as u64)
                     });
                     // Rename the fallback's GPUs onto the old ones it overlaps most.
                     let (old_of_new, _) =
@@ -189,7 +325,7 @@ impl Replanner<'_> {
                     *dst = units[k].global(e);
                 }
             }
-            ladder.push(self.finish(row, out, prev, &mut cache, budget));
+            ladder.push(self.finish(row, out, prev, cache, budget));
         }
         ladder
     }
@@ -329,12 +465,19 @@ impl Replanner<'_> {
         }
     }
 
-    /// Groups per unit for target `tau`: the exact group model, or the fresh
-    /// split when it has no answer. Global placement has one unit of all.
-    fn assign(&self, row: &[f64], prev: &[u32], fresh: &LayerSolution, tau: f64) -> Vec<Vec<u32>> {
+    /// Groups per unit for target `tau` and the split's worst node bound: the
+    /// exact group model, or the fresh split (no bound) when it has no
+    /// answer. Global placement has one unit of all.
+    fn assign(
+        &self,
+        row: &[f64],
+        prev: &[u32],
+        fresh: &LayerSolution,
+        tau: f64,
+    ) -> (Vec<Vec<u32>>, Option<f64>) {
         let t = self.layout.topology;
         if self.layout.placement == Placement::Global {
-            return vec![(0..t.num_groups() as u32).collect()];
+            return (vec![(0..t.num_groups() as u32).collect()], None);
         }
         let fresh_nodes = group_nodes(t, &fresh.row).unwrap_or_default();
         let prev_nodes = majority_nodes(t, prev);
@@ -364,15 +507,15 @@ impl Replanner<'_> {
             move_cost: &move_cost,
             limit: tau,
         };
-        let node_of_group = model
-            .solve()
-            .map(|a| a.node_of_group)
-            .unwrap_or(fresh_nodes);
+        let (node_of_group, worst) = match model.solve() {
+            Some(a) => (a.node_of_group, Some(a.worst)),
+            None => (fresh_nodes, None),
+        };
         let mut hosts = vec![Vec::new(); t.num_nodes()];
         for (g, &n) in node_of_group.iter().enumerate() {
             hosts[n as usize].push(g as u32);
         }
-        hosts
+        (hosts, worst)
     }
 
     /// The unit hosting `groups` (ascending).
@@ -463,84 +606,79 @@ fn majority_nodes(t: &crate::topology::Topology, row: &[u32]) -> Vec<usize> {
 
 /// Lexicographic choice: per layer the candidate index, fewest migrations
 /// with Σ max loads within `(1 + tolerance)` of Σ fresh max loads.
+///
+/// A multiple-choice knapsack solved exactly by dynamic programming over the
+/// total migration count: `best[m]` = the least Σ max load of the layers so
+/// far with exactly `m` migrations, over each layer's Pareto-efficient
+/// candidates. Every layer's cheapest candidate that is no heavier than its
+/// fresh one together meet the budget, so no optimum moves more than they
+/// do, which bounds the table (`layers × M × candidates` steps: a few
+/// milliseconds for a 58-layer model).
 pub(crate) fn choose_within(ladders: &[Vec<Candidate>], tolerance: f64) -> Vec<usize> {
+    let fresh: Vec<usize> = vec![0; ladders.len()];
     let budget: f64 = ladders.iter().map(|l| l[0].max_load).sum::<f64>() * (1.0 + tolerance);
-    let pick = |lambda: f64| -> Vec<usize> {
-        ladders
-            .iter()
-            .map(|ladder| {
-                (0..ladder.len())
-                    .min_by(|&a, &b| {
-                        let cost = |c: &Candidate| c.migrations as f64 + lambda * c.max_load;
-                        cost(&ladder[a])
-                            .total_cmp(&cost(&ladder[b]))
-                            .then(ladder[a].max_load.total_cmp(&ladder[b].max_load))
+    // Taking in every layer the cheapest candidate no heavier than the fresh
+    // one meets the budget: no optimum moves more.
+    let most: usize = ladders
+        .iter()
+        .map(|l| {
+            l.iter()
+                .filter(|c| c.max_load <= l[0].max_load)
+                .map(|c| c.migrations)
+                .min()
+                .unwrap_or(0)
+        })
+        .sum();
+    // Only candidates no other one beats on both counts can be chosen.
+    let efficient: Vec<Vec<usize>> = ladders
+        .iter()
+        .map(|l| {
+            (0..l.len().min(usize::from(u16::MAX)))
+                .filter(|&k| {
+                    !l.iter().enumerate().any(|(j, c)| {
+                        let (a, b) = (c, &l[k]);
+                        (a.migrations < b.migrations && a.max_load <= b.max_load)
+                            || (a.migrations <= b.migrations && a.max_load < b.max_load)
+                            || (a.migrations == b.migrations && a.max_load == b.max_load && j < k)
                     })
-                    .unwrap_or(0)
-            })
-            .collect()
-    };
-    let load_of = |choice: &[usize]| -> f64 {
-        choice
-            .iter()
-            .zip(ladders)
-            .map(|(&k, l)| l[k].max_load)
-            .sum()
-    };
-    // λ is migrations per token: search it on a log scale between "load is
-    // free" and "one token outweighs every migration".
-    let slots: f64 = ladders
-        .iter()
-        .flat_map(|l| l.iter().map(|c| c.migrations as f64))
-        .fold(1.0, f64::max);
-    let smallest = ladders
-        .iter()
-        .flat_map(|l| l.iter().map(|c| c.max_load))
-        .filter(|&x| x > 0.0)
-        .fold(f64::INFINITY, f64::min);
-    let (mut lo, mut hi) = (1e-12_f64, (slots * 1e9 / smallest.max(1e-300)).max(1.0));
-    let mut choice = pick(hi);
-    if load_of(&choice) > budget {
-        // Not even the most balanced candidates fit (only rounding can do
-        // this: the fresh plans are candidates); take them.
-        return (0..ladders.len()).map(|_| 0).collect();
-    }
-    for _ in 0..100 {
-        let mid = (lo * hi).sqrt();
-        let c = pick(mid);
-        if load_of(&c) <= budget {
-            hi = mid;
-            choice = c;
-        } else {
-            lo = mid;
-        }
-        if hi / lo < 1.0 + 1e-9 {
-            break;
-        }
-    }
-    // Spend what is left of the budget on the best migration savings.
-    loop {
-        let slack = budget - load_of(&choice);
-        let mut best: Option<(f64, usize, usize)> = None;
-        for (l, ladder) in ladders.iter().enumerate() {
-            let now = &ladder[choice[l]];
-            for (k, c) in ladder.iter().enumerate() {
-                let saved = now.migrations as f64 - c.migrations as f64;
-                let added = c.max_load - now.max_load;
-                if saved <= 0.0 || added > slack {
-                    continue;
-                }
-                let ratio = saved / added.max(1e-300);
-                if best.is_none_or(|(r, _, _)| ratio > r) {
-                    best = Some((ratio, l, k));
+                })
+                .collect()
+        })
+        .collect();
+    let width = most + 1;
+    let mut best = vec![f64::INFINITY; width];
+    best[0] = 0.0;
+    // pick[l * width + m]: the candidate of layer l on the best path to m.
+    let mut pick = vec![u16::MAX; ladders.len() * width];
+    let mut next = vec![f64::INFINITY; width];
+    for (l, ladder) in ladders.iter().enumerate() {
+        next.fill(f64::INFINITY);
+        for (m, &so_far) in best.iter().enumerate() {
+            if !so_far.is_finite() {
+                continue;
+            }
+            for &k in &efficient[l] {
+                let c = &ladder[k];
+                let to = m + c.migrations;
+                if to < width && so_far + c.max_load < next[to] {
+                    next[to] = so_far + c.max_load;
+                    pick[l * width + to] = k as u16;
                 }
             }
         }
-        match best {
-            Some((_, l, k)) => choice[l] = k,
-            None => return choice,
-        }
+        std::mem::swap(&mut best, &mut next);
     }
+    let Some(mut m) = (0..width).find(|&m| best[m] <= budget) else {
+        // Only rounding can do this (the fresh choice is in the table).
+        return fresh;
+    };
+    let mut choice = vec![0; ladders.len()];
+    for l in (0..ladders.len()).rev() {
+        let k = usize::from(pick[l * width + m]);
+        choice[l] = k;
+        m -= ladders[l][k].migrations;
+    }
+    choice
 }
 
 /// Priced choice: per layer the candidate with the least transfer time minus
@@ -603,6 +741,63 @@ mod tests {
         // Best: 101 + 100.5 = 201.5 (30 moves) vs 100 + 102 (55) vs 101 + 102 = 203 (too much).
         assert_eq!(moves, 30);
         assert_eq!(choose_within(&ladders, 0.0), vec![0, 0]);
+    }
+
+    #[test]
+    fn lexicographic_choice_is_the_exact_knapsack_optimum() {
+        // Pseudo-random ladders; every choice vector is tried.
+        let mut seed = 7u64;
+        let mut next = |m: u64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % m
+        };
+        for _ in 0..30 {
+            let ladders: Vec<Vec<Candidate>> = (0..4)
+                .map(|_| {
+                    let mut ladder = vec![cand(100.0 + next(5) as f64, 10 + next(20) as usize)];
+                    for _ in 0..next(4) {
+                        ladder.push(cand(100.0 + next(12) as f64, next(25) as usize));
+                    }
+                    ladder
+                })
+                .collect();
+            let tolerance = next(5) as f64 / 100.0;
+            let budget: f64 =
+                ladders.iter().map(|l| l[0].max_load).sum::<f64>() * (1.0 + tolerance);
+            let mut best = usize::MAX;
+            let mut code = vec![0usize; ladders.len()];
+            loop {
+                let load: f64 = code.iter().zip(&ladders).map(|(&k, l)| l[k].max_load).sum();
+                let moves: usize = code
+                    .iter()
+                    .zip(&ladders)
+                    .map(|(&k, l)| l[k].migrations)
+                    .sum();
+                if load <= budget {
+                    best = best.min(moves);
+                }
+                let Some(i) = (0..code.len()).find(|&i| code[i] + 1 < ladders[i].len()) else {
+                    break;
+                };
+                code[i] += 1;
+                code[..i].iter_mut().for_each(|c| *c = 0);
+            }
+            let choice = choose_within(&ladders, tolerance);
+            let load: f64 = choice
+                .iter()
+                .zip(&ladders)
+                .map(|(&k, l)| l[k].max_load)
+                .sum();
+            let moves: usize = choice
+                .iter()
+                .zip(&ladders)
+                .map(|(&k, l)| l[k].migrations)
+                .sum();
+            assert!(load <= budget);
+            assert_eq!(moves, best);
+        }
     }
 
     #[test]
