@@ -719,6 +719,16 @@ mod tests {
         }
     }
 
+    /// Summed max load and migrations of one candidate per layer.
+    fn totals(choice: &[usize], ladders: &[Vec<Candidate>]) -> (f64, usize) {
+        choice
+            .iter()
+            .zip(ladders)
+            .fold((0.0, 0), |(load, moves), (&k, l)| {
+                (load + l[k].max_load, moves + l[k].migrations)
+            })
+    }
+
     #[test]
     fn lexicographic_choice_meets_the_budget_with_fewest_migrations() {
         // Fresh first. Budget = 1.01 * (100 + 100) = 202.
@@ -726,17 +736,7 @@ mod tests {
             vec![cand(100.0, 50), cand(101.0, 10), cand(103.0, 0)],
             vec![cand(100.0, 40), cand(100.5, 20), cand(102.0, 5)],
         ];
-        let choice = choose_within(&ladders, 0.01);
-        let load: f64 = choice
-            .iter()
-            .zip(&ladders)
-            .map(|(&k, l)| l[k].max_load)
-            .sum();
-        let moves: usize = choice
-            .iter()
-            .zip(&ladders)
-            .map(|(&k, l)| l[k].migrations)
-            .sum();
+        let (load, moves) = totals(&choose_within(&ladders, 0.01), &ladders);
         assert!(load <= 202.0 + 1e-9);
         // Best: 101 + 100.5 = 201.5 (30 moves) vs 100 + 102 (55) vs 101 + 102 = 203 (too much).
         assert_eq!(moves, 30);
@@ -769,12 +769,7 @@ mod tests {
             let mut best = usize::MAX;
             let mut code = vec![0usize; ladders.len()];
             loop {
-                let load: f64 = code.iter().zip(&ladders).map(|(&k, l)| l[k].max_load).sum();
-                let moves: usize = code
-                    .iter()
-                    .zip(&ladders)
-                    .map(|(&k, l)| l[k].migrations)
-                    .sum();
+                let (load, moves) = totals(&code, &ladders);
                 if load <= budget {
                     best = best.min(moves);
                 }
@@ -784,17 +779,7 @@ mod tests {
                 code[i] += 1;
                 code[..i].iter_mut().for_each(|c| *c = 0);
             }
-            let choice = choose_within(&ladders, tolerance);
-            let load: f64 = choice
-                .iter()
-                .zip(&ladders)
-                .map(|(&k, l)| l[k].max_load)
-                .sum();
-            let moves: usize = choice
-                .iter()
-                .zip(&ladders)
-                .map(|(&k, l)| l[k].migrations)
-                .sum();
+            let (load, moves) = totals(&choose_within(&ladders, tolerance), &ladders);
             assert!(load <= budget);
             assert_eq!(moves, best);
         }
