@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod logging;
+mod replica_sync;
 pub mod startup;
 
 pub use config::{LogFormat, ServeArgs, ServeConfig};

@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use super::config::ServeConfig;
+use super::replica_sync;
 use crate::api;
 use crate::ingest_queue::IngestQueue;
 use crate::metrics::Metrics;
@@ -97,7 +98,7 @@ impl Application {
             stop,
         } = self;
         let planner = tokio::spawn(planner_loop::run(state.clone()));
-        let sync = tokio::spawn(sync_loop(state.clone()));
+        let sync = tokio::spawn(replica_sync::run(state.clone()));
         let checkpoint = tokio::spawn(checkpoint_loop(state.clone()));
         let router = api::router(state.clone());
         let mut stopped = state.shutdown.clone();
@@ -142,21 +143,6 @@ async fn finish(task: JoinHandle<()>, timeout: Duration) {
     let abort = task.abort_handle();
     if tokio::time::timeout(timeout, task).await.is_err() {
         abort.abort();
-    }
-}
-
-/// Picks up other replicas' plans and topology changes.
-async fn sync_loop(state: AppState) {
-    let mut ticker = tokio::time::interval(state.config.sync_interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = state.shutting_down() => return,
-        }
-        if let Err(err) = state.registry.sync().await {
-            warn!(error = %err, "sync with the database failed");
-        }
     }
 }
 

@@ -150,6 +150,7 @@ impl Store {
             .execute(&mut *tx.tx)
             .await?;
         }
+        self.announce_change(&mut tx, name).await?;
         tx.commit().await?;
         Ok(outcome)
     }

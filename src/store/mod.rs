@@ -92,6 +92,9 @@ impl WriteTx<'_> {
     }
 }
 
+/// The PostgreSQL channel on which replicas announce cluster changes.
+pub const CHANGES_CHANNEL: &str = "ballast_changes";
+
 /// The default database: an SQLite file in the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite:ballast.db";
 
@@ -242,6 +245,20 @@ impl Store {
         if self.backend == Backend::Sqlite {
             sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
                 .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Tells the other replicas that `cluster` changed (a plan or its
+    /// topology), when `tx` commits; PostgreSQL only (one process owns an
+    /// SQLite file). Polling (`--sync-interval`) still catches anything missed.
+    pub async fn announce_change(&self, tx: &mut WriteTx<'_>, cluster: &str) -> StoreResult<()> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CHANGES_CHANNEL)
+                .bind(cluster)
+                .execute(&mut *tx.tx)
                 .await?;
         }
         Ok(())

@@ -112,6 +112,7 @@ impl Store {
             decision.published_version = Some(version);
             self.insert_decision(&mut tx, &decision).await?;
         }
+        self.announce_change(&mut tx, cluster).await?;
         tx.commit().await?;
         Ok(PublishOutcome::Published(PlanRow {
             cluster: cluster.to_owned(),

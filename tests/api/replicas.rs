@@ -1,6 +1,8 @@
 //! Two service replicas on one PostgreSQL database: both ingest and serve,
-//! telemetry is counted once whichever replica took it, and concurrent
-//! publishing never forks a version.
+//! telemetry is counted once whichever replica took it, concurrent
+//! publishing never forks a version, and each replica learns of the other's
+//! changes from PostgreSQL notifications (polling is set to a minute here,
+//! so nothing else could deliver them in time).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -31,8 +33,9 @@ async fn two_replicas_share_one_postgres_without_forking() {
     }
     let dir_a = tempfile::tempdir().unwrap();
     let url = fresh_database(Db::Postgres, dir_a.path()).await;
-    let a = spawn_app_on(&url, dir_a, &[]).await;
-    let b = spawn_app_on(&url, tempfile::tempdir().unwrap(), &[]).await;
+    let slow_polling = ["--sync-interval", "60s"];
+    let a = spawn_app_on(&url, dir_a, &slow_polling).await;
+    let b = spawn_app_on(&url, tempfile::tempdir().unwrap(), &slow_polling).await;
 
     a.create_small("c1").await;
     wait_for(&b, "/v1/clusters/c1", |_| true).await;
@@ -112,6 +115,28 @@ async fn two_replicas_share_one_postgres_without_forking() {
             .collect();
         assert_eq!(versions, distinct);
     }
+
+    // A long-poll on one replica wakes when the other publishes.
+    let client = b.client.clone();
+    let url = b.url("/v1/clusters/c1/plans/latest?wait=20s");
+    let etag = format!("\"{latest}\"");
+    let waiter = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let r = client
+            .get(url)
+            .header("if-none-match", etag)
+            .send()
+            .await
+            .unwrap();
+        let body: Value = r.json().await.unwrap();
+        (body["version"].as_i64(), started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let next = a.rebalance("c1").await;
+    let (woke_with, waited) = waiter.await.unwrap();
+    assert_eq!(woke_with, Some(next));
+    assert!(waited < Duration::from_secs(5), "woke after {waited:?}");
+
     a.stop().await;
     b.stop().await;
 }
