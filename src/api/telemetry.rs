@@ -122,6 +122,7 @@ async fn ingest(
             bucket,
             load: load_codec::encode(&logical),
             values: logical.len(),
+            layers: info.topology.num_layers(),
         })
         .await?;
     let window_ms = state.config.window.as_millis() as i64;
@@ -217,7 +218,14 @@ pub async fn windows(
     let limit = query.limit.unwrap_or(20).clamp(1, 1000);
     let windows = state
         .store
-        .load_windows(info.name.as_str(), info.lineage, i64::MAX, limit, len)
+        .load_windows(
+            info.name.as_str(),
+            info.lineage,
+            i64::MAX,
+            limit,
+            info.topology.num_layers(),
+            len,
+        )
         .await?;
     let window_ms = state.config.window.as_millis() as i64;
     let windows: Vec<Value> = windows

@@ -162,6 +162,7 @@ async fn cycle(
             info.lineage,
             closed_before,
             estimate::windows_needed(state.config.ewma_alpha),
+            topology.num_layers(),
             len,
         )
         .await?;

@@ -128,7 +128,7 @@ impl Store {
                     .await?;
                 for table in [
                     "DELETE FROM workers WHERE cluster = $1",
-                    "DELETE FROM load_windows WHERE cluster = $1",
+                    "DELETE FROM load_window_layers WHERE cluster = $1",
                 ] {
                     sqlx::query(table).bind(name).execute(&mut *tx.tx).await?;
                 }

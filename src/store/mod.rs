@@ -44,6 +44,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "ingest_without_staging",
         include_str!("../../migrations/0002_ingest_without_staging.sql"),
     ),
+    (
+        3,
+        "load_window_layers",
+        include_str!("../../migrations/0003_load_window_layers.sql"),
+    ),
 ];
 
 /// Which database the URL selected.
@@ -181,12 +186,10 @@ impl Store {
         let _gate = self.gate().await;
         Self::migrator().run(&self.pool).await?;
         if self.backend == Backend::Postgres {
-            // Load blobs are dense sums that barely compress; PostgreSQL's
-            // default TOAST compression of each rewritten 120 KB window was
-            // most of its CPU at decode-scale ingest. Storage settings have no SQLite
-            // equivalent, hence here and not in `migrations/`; repeating
-            // them is harmless.
-            sqlx::query("ALTER TABLE load_windows ALTER COLUMN load SET STORAGE EXTERNAL")
+            // Every ingest batch rewrites one row per layer of its window:
+            // room on each page lets the new version land beside the old
+            // one (a HOT update), which needs no index change or vacuum.
+            sqlx::query("ALTER TABLE load_window_layers SET (fillfactor = 50)")
                 .execute(&self.pool)
                 .await?;
         }

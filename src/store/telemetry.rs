@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use sqlx::Row;
 
-use super::{to_usize, Store, StoreResult, WriteTx};
+use super::{to_usize, Store, StoreError, StoreResult, WriteTx};
 use crate::domain::load_codec;
 
 /// The outcome of storing one window.
@@ -43,6 +43,8 @@ pub struct StagedWindow {
     pub load: Vec<u8>,
     /// `L x E` of that lineage's topology.
     pub values: usize,
+    /// `L` of that lineage's topology.
+    pub layers: usize,
 }
 
 /// One aggregated cluster window.
@@ -72,38 +74,48 @@ impl Store {
         for cluster in &clusters {
             self.lock_cluster(&mut tx, cluster).await?;
         }
-        let mut sums: BTreeMap<(&str, i64, i64), (usize, Vec<f64>)> = BTreeMap::new();
+        let mut sums: BTreeMap<(&str, i64, i64), BatchSum> = BTreeMap::new();
         let mut outcomes = Vec::with_capacity(windows.len());
         for w in windows {
             let outcome = record_receipt(&mut tx, w, now_ms).await?;
             if outcome == IngestOutcome::Accepted {
                 let entry = sums
                     .entry((w.cluster.as_str(), w.lineage, w.bucket))
-                    .or_insert_with(|| (0, vec![0.0; w.values]));
-                load_codec::add_into(&w.load, &mut entry.1)?;
-                entry.0 += 1;
+                    .or_insert_with(|| BatchSum {
+                        windows: 0,
+                        layers: w.layers,
+                        load: vec![0.0; w.values],
+                    });
+                load_codec::add_into(&w.load, &mut entry.load)?;
+                entry.windows += 1;
             }
             outcomes.push(outcome);
         }
-        for ((cluster, lineage, bucket), (count, sum)) in &mut sums {
-            add_to_load_window(&mut tx, cluster, *lineage, *bucket, *count, sum, now_ms).await?;
+        for ((cluster, lineage, bucket), sum) in &mut sums {
+            let window = WindowKey {
+                cluster,
+                lineage: *lineage,
+                bucket: *bucket,
+            };
+            add_to_load_window(&mut tx, &window, sum, now_ms).await?;
         }
         tx.commit().await?;
         Ok(outcomes)
     }
 
     /// The newest `limit` load windows of a lineage with `bucket < before`,
-    /// oldest first.
+    /// oldest first, each `layers` rows of `len / layers` values.
     pub async fn load_windows(
         &self,
         cluster: &str,
         lineage: i64,
         before: i64,
         limit: usize,
+        layers: usize,
         len: usize,
     ) -> StoreResult<Vec<LoadWindow>> {
-        let rows = sqlx::query(
-            "SELECT bucket, windows, load FROM load_windows
+        let buckets: Vec<i64> = sqlx::query_scalar(
+            "SELECT DISTINCT bucket FROM load_window_layers
              WHERE cluster = $1 AND lineage = $2 AND bucket < $3
              ORDER BY bucket DESC LIMIT $4",
         )
@@ -113,18 +125,43 @@ impl Store {
         .bind(limit as i64)
         .fetch_all(self.pool())
         .await?;
-        let mut out = rows
-            .iter()
-            .map(|row| {
-                let blob: Vec<u8> = row.try_get("load")?;
-                Ok(LoadWindow {
-                    bucket: row.try_get("bucket")?,
+        let Some(&oldest) = buckets.last() else {
+            return Ok(Vec::new());
+        };
+        let rows = sqlx::query(
+            "SELECT bucket, layer, windows, load FROM load_window_layers
+             WHERE cluster = $1 AND lineage = $2 AND bucket >= $3 AND bucket < $4
+             ORDER BY bucket, layer",
+        )
+        .bind(cluster)
+        .bind(lineage)
+        .bind(oldest)
+        .bind(before)
+        .fetch_all(self.pool())
+        .await?;
+        let width = len / layers.max(1);
+        let mut out: Vec<LoadWindow> = Vec::with_capacity(buckets.len());
+        for row in &rows {
+            let bucket: i64 = row.try_get("bucket")?;
+            if out.last().is_none_or(|w| w.bucket != bucket) {
+                out.push(LoadWindow {
+                    bucket,
                     windows: to_usize("window count", row.try_get("windows")?)?,
-                    load: load_codec::decode(&blob, len)?,
-                })
-            })
-            .collect::<StoreResult<Vec<_>>>()?;
-        out.reverse();
+                    load: vec![0.0; len],
+                });
+            }
+            let layer = to_usize("layer", row.try_get("layer")?)?;
+            let blob: Vec<u8> = row.try_get("load")?;
+            let window = out.last_mut().map(|w| &mut w.load[..]);
+            let Some(values) = window.and_then(|w| w.get_mut(layer * width..(layer + 1) * width))
+            else {
+                return Err(StoreError::Corrupt {
+                    what: "load window",
+                    detail: format!("layer {layer} is outside {layers} layers"),
+                });
+            };
+            load_codec::add_into(&blob, values)?;
+        }
         Ok(out)
     }
 
@@ -137,7 +174,7 @@ impl Store {
         receipts_before_ms: i64,
     ) -> StoreResult<u64> {
         let mut tx = self.write().await?;
-        let a = sqlx::query("DELETE FROM load_windows WHERE cluster = $1 AND bucket < $2")
+        let a = sqlx::query("DELETE FROM load_window_layers WHERE cluster = $1 AND bucket < $2")
             .bind(cluster)
             .bind(windows_before_bucket)
             .execute(&mut *tx.tx)
@@ -209,44 +246,70 @@ async fn record_receipt(
     Ok(IngestOutcome::Accepted)
 }
 
-/// Adds `count` windows summing to `sum` into a cluster load window (the
+/// A batch's windows for one cluster load window, summed.
+struct BatchSum {
+    windows: usize,
+    layers: usize,
+    /// `L x E`.
+    load: Vec<f64>,
+}
+
+/// Which cluster load window.
+struct WindowKey<'a> {
+    cluster: &'a str,
+    lineage: i64,
+    bucket: i64,
+}
+
+/// Adds a batch's sum into a cluster load window, one row per layer (the
 /// caller holds the cluster lock).
 async fn add_to_load_window(
     tx: &mut WriteTx<'_>,
-    cluster: &str,
-    lineage: i64,
-    bucket: i64,
-    count: usize,
-    sum: &mut [f64],
+    window: &WindowKey<'_>,
+    batch: &mut BatchSum,
     now_ms: i64,
 ) -> StoreResult<()> {
+    let layers = batch.layers;
+    let sum = &mut batch.load;
+    let width = sum.len() / layers.max(1);
     let existing = sqlx::query(
-        "SELECT windows, load FROM load_windows WHERE cluster = $1 AND lineage = $2 AND bucket = $3",
+        "SELECT layer, windows, load FROM load_window_layers
+         WHERE cluster = $1 AND lineage = $2 AND bucket = $3",
     )
-    .bind(cluster)
-    .bind(lineage)
-    .bind(bucket)
-    .fetch_optional(&mut *tx.tx)
+    .bind(window.cluster)
+    .bind(window.lineage)
+    .bind(window.bucket)
+    .fetch_all(&mut *tx.tx)
     .await?;
-    let mut count = count;
-    if let Some(row) = existing {
+    let mut before = 0;
+    for row in &existing {
+        let layer = to_usize("layer", row.try_get("layer")?)?;
         let blob: Vec<u8> = row.try_get("load")?;
-        load_codec::add_into(&blob, sum)?;
-        count += to_usize("window count", row.try_get("windows")?)?;
+        let Some(values) = sum.get_mut(layer * width..(layer + 1) * width) else {
+            return Err(StoreError::Corrupt {
+                what: "load window",
+                detail: format!("layer {layer} is outside {layers} layers"),
+            });
+        };
+        load_codec::add_into(&blob, values)?;
+        before = to_usize("window count", row.try_get("windows")?)?;
     }
-    sqlx::query(
-        "INSERT INTO load_windows (cluster, lineage, bucket, windows, load, updated_at_ms)
-         VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT (cluster, lineage, bucket)
-         DO UPDATE SET windows = excluded.windows, load = excluded.load, updated_at_ms = excluded.updated_at_ms",
-    )
-    .bind(cluster)
-    .bind(lineage)
-    .bind(bucket)
-    .bind(count as i64)
-    .bind(load_codec::encode(sum))
-    .bind(now_ms)
-    .execute(&mut *tx.tx)
-    .await?;
+    for (layer, values) in sum.chunks(width.max(1)).enumerate() {
+        sqlx::query(
+            "INSERT INTO load_window_layers (cluster, lineage, bucket, layer, windows, load, updated_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (cluster, lineage, bucket, layer)
+             DO UPDATE SET windows = excluded.windows, load = excluded.load, updated_at_ms = excluded.updated_at_ms",
+        )
+        .bind(window.cluster)
+        .bind(window.lineage)
+        .bind(window.bucket)
+        .bind(layer as i64)
+        .bind((before + batch.windows) as i64)
+        .bind(load_codec::encode(values))
+        .bind(now_ms)
+        .execute(&mut *tx.tx)
+        .await?;
+    }
     Ok(())
 }
