@@ -308,28 +308,9 @@ mod tests {
         assert_eq!(lines.last().unwrap(), "wrote p.yaml (trtllm)");
     }
 
-    #[test]
-    fn every_solver_policy_is_accepted() {
-        for policy in Policy::ALL {
-            let args = crate::cli::Cli::try_parse_from([
-                "ballast",
-                "solve",
-                "--topology",
-                "t",
-                "--load",
-                "l",
-                "--out",
-                "o",
-                "--policy",
-                policy.name(),
-            ])
-            .unwrap();
-            let crate::cli::Command::Solve(args) = args.command else {
-                panic!("not a solve command");
-            };
-            assert_eq!(args.policy, policy);
-        }
-        assert!(crate::cli::Cli::try_parse_from([
+    /// `ballast solve` with required flags and `--policy policy`.
+    fn parse_with_policy(policy: &str) -> Result<crate::cli::Cli, clap::Error> {
+        crate::cli::Cli::try_parse_from([
             "ballast",
             "solve",
             "--topology",
@@ -339,8 +320,19 @@ mod tests {
             "--out",
             "o",
             "--policy",
-            "eplb",
+            policy,
         ])
-        .is_err());
+    }
+
+    #[test]
+    fn every_solver_policy_is_accepted() {
+        for policy in Policy::ALL {
+            let args = parse_with_policy(policy.name()).unwrap();
+            let crate::cli::Command::Solve(args) = args.command else {
+                panic!("not a solve command");
+            };
+            assert_eq!(args.policy, policy);
+        }
+        assert!(parse_with_policy("eplb").is_err());
     }
 }
