@@ -103,10 +103,17 @@ fn replan_figures(t: &Topology, loads: &str, label: &str, eplb_churn: Option<f64
             let (replanned, secs) = run(t, &next, &again);
             let moved = replanned.stats.migrations.unwrap_or(0);
             let slots = t.num_slots() * t.num_layers();
+            let bound = replanned
+                .stats
+                .replan
+                .as_ref()
+                .and_then(|r| r.migrations_bound)
+                .unwrap_or(0);
             println!(
-                "  {label:<22} {:<8} drift {drift}: re-loaded {:>6.2}% of slots  imbalance {:.5} vs fresh {:.5} ({:+.3}%)  {:>7.1} ms{}",
+                "  {label:<22} {:<8} drift {drift}: re-loaded {:>6.2}% of slots (bound {:>5.2}%)  imbalance {:.5} vs fresh {:.5} ({:+.3}%)  {:>7.1} ms{}",
                 format!("{split:?}").to_lowercase(),
                 moved as f64 / slots as f64 * 100.0,
+                bound as f64 / slots as f64 * 100.0,
                 replanned.stats.model_imbalance,
                 fresh.stats.model_imbalance,
                 (replanned.stats.model_imbalance / fresh.stats.model_imbalance - 1.0) * 100.0,

@@ -14,7 +14,13 @@
 //!
 //! At model level a bound is `Σ_l bound load / Σ_l ideal load`, the same
 //! aggregation as model imbalance.
+//!
+//! Re-plans get a third bound, on migrations rather than load
+//! ([`migrations`]): the fewest experts any plan within a load budget must
+//! copy, given the plan in force.
 
+mod kept_gpus;
+mod migrations;
 mod replicas;
 mod split;
 
@@ -25,6 +31,7 @@ use crate::load::LoadMatrix;
 use crate::score::{ideal_load, LayerScore};
 use crate::topology::Topology;
 
+pub(crate) use migrations::{replan_migrations, ReplanBoundInput};
 pub(crate) use replicas::Replication;
 pub(crate) use split::{NodeSplit, SplitScratch, SplitSetup};
 

@@ -219,6 +219,8 @@ proptest! {
         let moved = score::migrations(&t, &before.plan, &replanned.plan);
         prop_assert_eq!(replanned.stats.migrations, Some(moved));
         prop_assert_eq!(replanned.stats.bytes_moved, Some(moved as u64 * (1 << 20)));
+        let bound = replanned.stats.replan.as_ref().and_then(|r| r.migrations_bound);
+        prop_assert!(bound.is_some_and(|b| b <= moved), "migrations bound {bound:?} > {moved}");
         let scored = score::score(&t, &next, &replanned.plan);
         if t.supports_hierarchical() {
             prop_assert_eq!(scored.groups_off_node, 0);
@@ -243,5 +245,7 @@ fn keeping_the_plan_costs_nothing_when_the_load_is_unchanged() {
     };
     let replanned = solve(&t, &load, &again).unwrap();
     assert_eq!(replanned.stats.migrations, Some(0));
+    let replan = replanned.stats.replan.as_ref().expect("re-plan stats");
+    assert_eq!(replan.migrations_bound, Some(0));
     assert!(replanned.stats.model_imbalance <= first.stats.model_imbalance * (1.0 + 1e-12));
 }

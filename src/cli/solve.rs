@@ -233,6 +233,11 @@ fn summary(stats: &PlanStats, out: &Path, format: Format) -> Vec<String> {
             ratio(replan.previous_imbalance),
             ratio(replan.fresh_imbalance)
         ));
+        if let Some(bound) = replan.migrations_bound {
+            lines.push(format!(
+                "no re-plan within the balance tolerance migrates fewer than {bound}"
+            ));
+        }
         if let Some(price) = &replan.price {
             lines.push(format!(
                 "transfer {:.3} s  saved {:.3} s  worth it: {}",

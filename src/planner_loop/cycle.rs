@@ -364,6 +364,15 @@ async fn cycle(
             m.plan_migrations
                 .with_label_values(&[cluster])
                 .set(migrations);
+            let floor = candidate
+                .stats
+                .replan
+                .as_ref()
+                .and_then(|r| r.migrations_bound)
+                .unwrap_or(0) as i64;
+            m.plan_migrations_bound
+                .with_label_values(&[cluster])
+                .set(floor);
             m.migrations_total
                 .with_label_values(&[cluster])
                 .inc_by(migrations as u64);

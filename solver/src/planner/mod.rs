@@ -344,6 +344,7 @@ fn plan_optimal(
         stale_loads: r.stale_loads,
         fresh_loads: r.fresh_loads,
         price: r.price.map(|p| (p.transfer_s, p.saved_s)),
+        migrations_bound: r.migrations_bound,
     });
     Ok((plan, facts, replan))
 }

@@ -36,6 +36,8 @@ pub(super) struct ReplanFacts {
     pub fresh_loads: Vec<f64>,
     /// `(transfer seconds, saved seconds)` under pricing.
     pub price: Option<(f64, f64)>,
+    /// Fewest migrations any re-plan within the tolerance can make.
+    pub migrations_bound: Option<usize>,
 }
 
 /// `stats.replan`: the re-plan against keeping the previous plan and
@@ -47,6 +49,11 @@ pub struct ReplanStats {
     pub previous_imbalance: f64,
     /// Model imbalance of a fresh plan (the best the planner found).
     pub fresh_imbalance: f64,
+    /// With the tolerance (not pricing): no plan under the same rules whose
+    /// model imbalance is within the tolerance of the fresh plan's migrates
+    /// fewer experts than this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub migrations_bound: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub price: Option<PriceStats>,
 }
@@ -141,6 +148,7 @@ pub(super) fn plan_stats(
             balance_tolerance: r.tolerance,
             previous_imbalance: model(&r.stale_loads),
             fresh_imbalance: model(&r.fresh_loads),
+            migrations_bound: r.migrations_bound,
             price: r.price.map(|(transfer_s, saved_s)| PriceStats {
                 transfer_s,
                 saved_s,

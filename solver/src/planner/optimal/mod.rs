@@ -17,11 +17,13 @@
 //!    `c` replicas takes at least `1/c` of its tokens — so every layer's gap is
 //!    proven against it; a layer that meets its bound is reported optimal.
 //! 3. **Re-plan** ([`mod@replan`]) with a previous plan: a ladder of candidates
-//!    per layer (kept, the trade-off curve of keeping groups in place
-//!    ([`frontier`]), repaired to several targets with the exact group model
-//!    and a per-node repair, fresh and relabelled), then one choice per layer
-//!    for the whole model: fewest migrations within the balance tolerance
-//!    (an exact knapsack), or the best price.
+//!    per layer (kept, the trade-off curves of keeping groups in place and of
+//!    the other splits met ([`frontier`]), repaired to several targets with
+//!    the exact group model and a per-node repair, fresh and relabelled),
+//!    then one choice per layer for the whole model: fewest migrations within
+//!    the balance tolerance (an exact knapsack), or the best price. A proven
+//!    floor on the migrations of any plan within the tolerance
+//!    ([`crate::bound::replan_migrations`]) is reported beside them.
 //!
 //! Layers run in parallel (rayon); HiGHS runs single-threaded inside them.
 //! `time_limit` is shared out by [`budget::Budget`].
@@ -46,6 +48,7 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
+use crate::bound::{self, ReplanBoundInput};
 use crate::load::LoadMatrix;
 use crate::plan::Plan;
 use crate::planner::greedy::{Greedy, Scratch};
@@ -110,6 +113,9 @@ pub(crate) struct ReplanReport {
     /// Per layer, the max GPU load of the fresh plan.
     pub fresh_loads: Vec<f64>,
     pub price: Option<PriceVerdict>,
+    /// Under the tolerance (not pricing): no re-plan within it migrates
+    /// fewer experts ([`crate::bound::replan_migrations`]).
+    pub migrations_bound: Option<usize>,
 }
 
 /// A planned model.
@@ -200,7 +206,9 @@ fn replan(
         layout,
         split: request.split,
         tolerance: request.tolerance,
-        // One curve per unit of every layer.
+        // Shared as if each layer had one curve per unit: the previous
+        // split's. Layers whose group model picks other splits draw more
+        // (about 1.5x the re-plan time on the samples), within the budget.
         curve_work: frontier::work_per_curve(rows.len() * layout.units()),
     };
     let ladders: Vec<(Vec<Candidate>, f64)> = fresh
@@ -281,6 +289,19 @@ fn replan(
         }),
         _ => None,
     };
+    let fresh_loads: Vec<f64> = fresh.iter().map(|(s, _)| s.max_load).collect();
+    let migrations_bound = price.is_none().then(|| {
+        let floor_loads: Vec<f64> = fresh.iter().map(|(s, _)| s.bound_load).collect();
+        bound::replan_migrations(&ReplanBoundInput {
+            topology: t,
+            rows,
+            previous,
+            hierarchical: layout.placement == Placement::Hierarchical,
+            even_split: request.split == Split::Even,
+            floor_loads: &floor_loads,
+            budget: fresh_loads.iter().sum::<f64>() * (1.0 + request.tolerance),
+        })
+    });
     Outcome {
         phy2log,
         shares: (request.split == Split::Weighted).then_some(shares),
@@ -288,8 +309,9 @@ fn replan(
         replan: Some(ReplanReport {
             migrations,
             stale_loads,
-            fresh_loads: fresh.iter().map(|(s, _)| s.max_load).collect(),
+            fresh_loads,
             price,
+            migrations_bound,
         }),
     }
 }
