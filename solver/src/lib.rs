@@ -21,6 +21,7 @@
 pub mod bound;
 pub mod error;
 pub mod export;
+mod knapsack;
 pub mod load;
 pub mod plan;
 pub mod planner;

@@ -354,36 +354,16 @@ fn subsets_of_size(n: usize, size: usize) -> Vec<u32> {
         .collect()
 }
 
-/// Least Σ migrations over one item per layer with Σ load ≤ `budget`:
-/// dynamic programming over the migration total (`best[m]` = least Σ load
-/// with exactly `m` migrations so far).
+/// Least Σ migrations over one item per layer with Σ load ≤ `budget`.
 fn knapsack(items: &[Vec<(f64, usize)>], budget: f64) -> usize {
-    if items.iter().any(Vec::is_empty) {
-        // A layer no grid point reaches: no admissible re-plan to bound.
-        return 0;
+    // Each layer's first item has its most migrations: together they bound
+    // the optimum.
+    let most = items.iter().filter_map(|l| l.first()).map(|i| i.1).sum();
+    match crate::knapsack::fewest_migrations(items, budget * (1.0 + SLACK), most) {
+        Some(choice) => choice.iter().zip(items).map(|(&k, l)| l[k].1).sum(),
+        // A layer no level reaches: no admissible re-plan to bound.
+        None => 0,
     }
-    let width: usize = items.iter().map(|l| l[0].1).sum::<usize>() + 1;
-    let mut best = vec![f64::INFINITY; width];
-    best[0] = 0.0;
-    let mut next = vec![f64::INFINITY; width];
-    for layer in items {
-        next.fill(f64::INFINITY);
-        for (m, &so_far) in best.iter().enumerate() {
-            if !so_far.is_finite() {
-                continue;
-            }
-            for &(load, moves) in layer {
-                let to = m + moves;
-                if to < width && so_far + load < next[to] {
-                    next[to] = so_far + load;
-                }
-            }
-        }
-        std::mem::swap(&mut best, &mut next);
-    }
-    (0..width)
-        .find(|&m| best[m] <= budget * (1.0 + SLACK))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -51,6 +51,7 @@ use super::relabel::{self, excess};
 use super::repair::{self, Repairer};
 use super::weighted::{self, REACHED};
 use crate::bound::Replication;
+use crate::knapsack;
 use crate::planner::{Placement, Split};
 
 /// Relative targets above the fresh max load the repairs aim for.
@@ -606,20 +607,12 @@ fn majority_nodes(t: &crate::topology::Topology, row: &[u32]) -> Vec<usize> {
 }
 
 /// Lexicographic choice: per layer the candidate index, fewest migrations
-/// with Σ max loads within `(1 + tolerance)` of Σ fresh max loads.
-///
-/// A multiple-choice knapsack solved exactly by dynamic programming over the
-/// total migration count: `best[m]` = the least Σ max load of the layers so
-/// far with exactly `m` migrations, over each layer's Pareto-efficient
-/// candidates. Every layer's cheapest candidate that is no heavier than its
-/// fresh one together meet the budget, so no optimum moves more than they
-/// do, which bounds the table (`layers × M × candidates` steps: a few
-/// milliseconds for a 58-layer model).
+/// with Σ max loads within `(1 + tolerance)` of Σ fresh max loads (a
+/// [`crate::knapsack`]). Every layer's cheapest candidate that is no heavier
+/// than its fresh one together meet the budget, so no optimum moves more
+/// than they do, which bounds the table.
 pub(crate) fn choose_within(ladders: &[Vec<Candidate>], tolerance: f64) -> Vec<usize> {
-    let fresh: Vec<usize> = vec![0; ladders.len()];
     let budget: f64 = ladders.iter().map(|l| l[0].max_load).sum::<f64>() * (1.0 + tolerance);
-    // Taking in every layer the cheapest candidate no heavier than the fresh
-    // one meets the budget: no optimum moves more.
     let most: usize = ladders
         .iter()
         .map(|l| {
@@ -630,56 +623,12 @@ pub(crate) fn choose_within(ladders: &[Vec<Candidate>], tolerance: f64) -> Vec<u
                 .unwrap_or(0)
         })
         .sum();
-    // Only candidates no other one beats on both counts can be chosen.
-    let efficient: Vec<Vec<usize>> = ladders
+    let items: Vec<Vec<(f64, usize)>> = ladders
         .iter()
-        .map(|l| {
-            (0..l.len().min(usize::from(u16::MAX)))
-                .filter(|&k| {
-                    !l.iter().enumerate().any(|(j, c)| {
-                        let (a, b) = (c, &l[k]);
-                        (a.migrations < b.migrations && a.max_load <= b.max_load)
-                            || (a.migrations <= b.migrations && a.max_load < b.max_load)
-                            || (a.migrations == b.migrations && a.max_load == b.max_load && j < k)
-                    })
-                })
-                .collect()
-        })
+        .map(|l| l.iter().map(|c| (c.max_load, c.migrations)).collect())
         .collect();
-    let width = most + 1;
-    let mut best = vec![f64::INFINITY; width];
-    best[0] = 0.0;
-    // pick[l * width + m]: the candidate of layer l on the best path to m.
-    let mut pick = vec![u16::MAX; ladders.len() * width];
-    let mut next = vec![f64::INFINITY; width];
-    for (l, ladder) in ladders.iter().enumerate() {
-        next.fill(f64::INFINITY);
-        for (m, &so_far) in best.iter().enumerate() {
-            if !so_far.is_finite() {
-                continue;
-            }
-            for &k in &efficient[l] {
-                let c = &ladder[k];
-                let to = m + c.migrations;
-                if to < width && so_far + c.max_load < next[to] {
-                    next[to] = so_far + c.max_load;
-                    pick[l * width + to] = k as u16;
-                }
-            }
-        }
-        std::mem::swap(&mut best, &mut next);
-    }
-    let Some(mut m) = (0..width).find(|&m| best[m] <= budget) else {
-        // Only rounding can do this (the fresh choice is in the table).
-        return fresh;
-    };
-    let mut choice = vec![0; ladders.len()];
-    for l in (0..ladders.len()).rev() {
-        let k = usize::from(pick[l * width + m]);
-        choice[l] = k;
-        m -= ladders[l][k].migrations;
-    }
-    choice
+    // Only rounding can leave no choice (the fresh one is in the table).
+    knapsack::fewest_migrations(&items, budget, most).unwrap_or_else(|| vec![0; ladders.len()])
 }
 
 /// Priced choice: per layer the candidate with the least transfer time minus
@@ -742,48 +691,6 @@ mod tests {
         // Best: 101 + 100.5 = 201.5 (30 moves) vs 100 + 102 (55) vs 101 + 102 = 203 (too much).
         assert_eq!(moves, 30);
         assert_eq!(choose_within(&ladders, 0.0), vec![0, 0]);
-    }
-
-    #[test]
-    fn lexicographic_choice_is_the_exact_knapsack_optimum() {
-        // Pseudo-random ladders; every choice vector is tried.
-        let mut seed = 7u64;
-        let mut next = |m: u64| {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (seed >> 33) % m
-        };
-        for _ in 0..30 {
-            let ladders: Vec<Vec<Candidate>> = (0..4)
-                .map(|_| {
-                    let mut ladder = vec![cand(100.0 + next(5) as f64, 10 + next(20) as usize)];
-                    for _ in 0..next(4) {
-                        ladder.push(cand(100.0 + next(12) as f64, next(25) as usize));
-                    }
-                    ladder
-                })
-                .collect();
-            let tolerance = next(5) as f64 / 100.0;
-            let budget: f64 =
-                ladders.iter().map(|l| l[0].max_load).sum::<f64>() * (1.0 + tolerance);
-            let mut best = usize::MAX;
-            let mut code = vec![0usize; ladders.len()];
-            loop {
-                let (load, moves) = totals(&code, &ladders);
-                if load <= budget {
-                    best = best.min(moves);
-                }
-                let Some(i) = (0..code.len()).find(|&i| code[i] + 1 < ladders[i].len()) else {
-                    break;
-                };
-                code[i] += 1;
-                code[..i].iter_mut().for_each(|c| *c = 0);
-            }
-            let (load, moves) = totals(&choose_within(&ladders, tolerance), &ladders);
-            assert!(load <= budget);
-            assert_eq!(moves, best);
-        }
     }
 
     #[test]
