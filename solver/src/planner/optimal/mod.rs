@@ -229,6 +229,21 @@ fn replan(
         t.expert_bytes()
             .map(|bytes| bytes as f64 / p.link_bytes_per_s)
     });
+    let priced = request.pricing.is_some() && seconds_per_migration.is_some();
+    // Before the refinement, which takes whatever time is left.
+    let fresh_loads: Vec<f64> = fresh.iter().map(|(s, _)| s.max_load).collect();
+    let migrations_bound = (!priced).then(|| {
+        let floor_loads: Vec<f64> = fresh.iter().map(|(s, _)| s.bound_load).collect();
+        bound::replan_migrations(&ReplanBoundInput {
+            topology: t,
+            rows,
+            previous,
+            hierarchical: layout.placement == Placement::Hierarchical,
+            even_split: request.split == Split::Even,
+            floor_loads: &floor_loads,
+            budget: fresh_loads.iter().sum::<f64>() * (1.0 + request.tolerance),
+        })
+    });
     let choice = match (request.pricing, seconds_per_migration) {
         (Some(p), Some(per)) => {
             replan::choose_priced(&candidates, &stale_loads, per, p.serve_seconds)
@@ -289,19 +304,6 @@ fn replan(
         }),
         _ => None,
     };
-    let fresh_loads: Vec<f64> = fresh.iter().map(|(s, _)| s.max_load).collect();
-    let migrations_bound = price.is_none().then(|| {
-        let floor_loads: Vec<f64> = fresh.iter().map(|(s, _)| s.bound_load).collect();
-        bound::replan_migrations(&ReplanBoundInput {
-            topology: t,
-            rows,
-            previous,
-            hierarchical: layout.placement == Placement::Hierarchical,
-            even_split: request.split == Split::Even,
-            floor_loads: &floor_loads,
-            budget: fresh_loads.iter().sum::<f64>() * (1.0 + request.tolerance),
-        })
-    });
     Outcome {
         phy2log,
         shares: (request.split == Split::Weighted).then_some(shares),

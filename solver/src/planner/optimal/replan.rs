@@ -167,6 +167,9 @@ impl Replanner<'_> {
         }
         let loosest = fresh.max_load * (1.0 + levels[0]);
         for (hosts, _) in splits.iter().filter(|(hosts, _)| *hosts != kept) {
+            if budget.remaining() <= 0.0 {
+                break;
+            }
             ladder.extend(self.curve(row, prev, hosts, &mut cache, budget));
         }
         for (hosts, worst) in splits {
