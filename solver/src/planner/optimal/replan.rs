@@ -144,9 +144,9 @@ impl Replanner<'_> {
         // depends on the targets it went through), so every walk adds
         // trade-offs and none is lost. Under weighted split the even-split
         // curves are scored again with each unit's share LP: dearer (prefill
-        // re-plans take 1.2-2.0 s instead of 1.0-1.3 s), but on the samples
+        // re-plans take 1.0-1.9 s instead of 0.8-1.3 s), but on the samples
         // they reach the proven migration floor on the small model (10.05 %
-        // of slots without them).
+        // of slots without them, 9.62 % with).
         let mut walks: Vec<Vec<Step>> = vec![Vec::new()];
         let mut splits: Vec<(Vec<Vec<u32>>, f64)> = Vec::new();
         let unlimited = fresh.max_load * UNLIMITED;
