@@ -6,17 +6,17 @@
 //! - **Even split** (any placement): the busiest GPU carries at least the
 //!   speed-weighted mean, `total / total_speed`, and at least the heaviest
 //!   replica, which is at best `min over replica counts of max_e w_e / c_e`
-//!   (water-filling, [`Replication`]), on a GPU no faster than the fastest.
+//!   (water-filling, `Replication`), on a GPU no faster than the fastest.
 //! - **Node-local** (every group's replicas on the group's one node, possible
 //!   when `K % N == 0`): the same two terms inside every node, for the best
-//!   equal-size group→node split, found exactly up to 20 groups ([`split`]
+//!   equal-size group→node split, found exactly up to 20 groups (`split`
 //!   explains how); beyond that, weaker terms that hold for every split.
 //!
 //! At model level a bound is `Σ_l bound load / Σ_l ideal load`, the same
 //! aggregation as model imbalance.
 //!
 //! Re-plans get a third bound, on migrations rather than load
-//! ([`migrations`]): the fewest experts any plan within a load budget must
+//! (`bound::migrations`): the fewest experts any plan within a load budget must
 //! copy, given the plan in force.
 
 mod kept_gpus;
