@@ -282,24 +282,23 @@ impl<'a> LayerCurve<'a> {
                     .collect()
             })
             .collect();
-        // Cost of unit `u` hosting the groups `members` (None: it cannot
-        // reach `tau` with them).
         // Cost of unit `u` hosting the groups in `mask` (`None`: all of
         // them, the one-unit case); `None` when it cannot reach `tau`.
         let cost = |u: usize, mask: Option<u64>| -> Option<usize> {
             let unit = &self.units[u];
-            let (mut load, mut need, mut added, mut kept) = (0.0, 0, 0, 0);
+            let (mut load, mut need, mut added, mut staying) = (0.0, 0, 0, 0);
             for g in (0..groups).filter(|&g| mask.is_none_or(|m| m >> g & 1 == 1)) {
                 let (l, n, a) = needs[u][g];
                 load += l;
                 need += n;
                 added += a;
-                kept += unit.held[g];
+                // Slots already holding experts of the groups it hosts.
+                staying += unit.held[g];
             }
             let fits = load <= tau * unit.speed_sum * (1.0 + SLACK) && need <= unit.slots;
             fits.then(|| match &unit.kept {
                 Some(gpus) if mask.is_none_or(|m| m == unit.home) => gpus.floor(tau, added),
-                _ => added.max(unit.slots - kept),
+                _ => added.max(unit.slots - staying),
             })
         };
         let Some(dp) = &self.split else {
