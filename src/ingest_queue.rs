@@ -3,7 +3,7 @@
 //!
 //! At decode scale (320 workers, a window each per second) ingest is bound
 //! by commits, and on SQLite every commit waits its turn for the single
-//! writer. Handlers hand their parsed window to a queue; writer tasks take
+//! writer. Handlers hand their parsed window to a queue; the writer task takes
 //! whatever has queued up (up to a batch), store it in one transaction and
 //! answer every handler. A window is acknowledged only after its batch
 //! committed; a failed batch stores nothing and every handler in it gets
@@ -12,11 +12,11 @@
 use std::sync::Arc;
 
 use thiserror::Error;
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::state::now_ms;
 use crate::store::telemetry::{IngestOutcome, StagedWindow};
-use crate::store::{Backend, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// Windows stored per transaction at most.
 const MAX_BATCH: usize = 128;
@@ -37,25 +37,20 @@ struct Job {
     reply: oneshot::Sender<Result<IngestOutcome, IngestError>>,
 }
 
-/// The handlers' side of the queue; writer tasks end when it is dropped.
+/// The handlers' side of the queue; the writer task ends when it is dropped.
 #[derive(Clone)]
 pub struct IngestQueue {
     jobs: mpsc::Sender<Job>,
 }
 
 impl IngestQueue {
-    /// Starts the writer tasks: one on SQLite (it has one writer anyway),
-    /// a few on PostgreSQL, whose writers run concurrently.
+    /// Starts the one writer task. One on both back ends: SQLite has a
+    /// single writer anyway, and on PostgreSQL concurrent batches would add
+    /// into the same per-layer load-window rows and wait on each other's row
+    /// locks, so one batch at a time commits soonest.
     pub fn start(store: Arc<Store>) -> IngestQueue {
-        let writers = match store.backend() {
-            Backend::Sqlite => 1,
-            Backend::Postgres => 1,
-        };
         let (jobs, receiver) = mpsc::channel(QUEUE_DEPTH);
-        let receiver = Arc::new(Mutex::new(receiver));
-        for _ in 0..writers {
-            tokio::spawn(write_batches(store.clone(), receiver.clone()));
-        }
+        tokio::spawn(write_batches(store, receiver));
         IngestQueue { jobs }
     }
 
@@ -70,14 +65,11 @@ impl IngestQueue {
     }
 }
 
-async fn write_batches(store: Arc<Store>, receiver: Arc<Mutex<mpsc::Receiver<Job>>>) {
+async fn write_batches(store: Arc<Store>, mut receiver: mpsc::Receiver<Job>) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     loop {
-        {
-            let mut receiver = receiver.lock().await;
-            if receiver.recv_many(&mut jobs, MAX_BATCH).await == 0 {
-                return;
-            }
+        if receiver.recv_many(&mut jobs, MAX_BATCH).await == 0 {
+            return;
         }
         // Workers in a fixed order within a batch (the store takes the
         // cluster locks first), for stable, deadlock-free row locking.

@@ -8,9 +8,9 @@ use serde::Serialize;
 use tracing::error;
 
 use crate::ingest_queue::IngestError;
-use crate::planner_loop::candidate::CandidateError;
 use crate::planner_loop::cycle::CycleError;
 use crate::store::StoreError;
+use ballast_policy::CandidateError;
 
 /// An error response.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,9 +7,9 @@ use std::time::Duration;
 use ballast_solver::export::{self, Engine};
 use ballast_solver::planner::{MigrationPricing, Placement, PlanError, DEFAULT_BALANCE_TOLERANCE};
 use ballast_solver::{PlanOptions, PlanOutcome, PlanStats, Policy, Split, Topology};
-use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, ValueEnum};
 
+use super::args::{policy_parser, SplitArg};
 use super::error::{CliError, Problem};
 use super::{gap_percent, io, ratio, Report};
 
@@ -53,22 +53,6 @@ pub struct SolveArgs {
     pub serve_seconds: Option<f64>,
 }
 
-/// `--split`, mirrored here because the solver crate knows nothing of clap.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SplitArg {
-    Even,
-    Weighted,
-}
-
-impl From<SplitArg> for Split {
-    fn from(split: SplitArg) -> Self {
-        match split {
-            SplitArg::Even => Split::Even,
-            SplitArg::Weighted => Split::Weighted,
-        }
-    }
-}
-
 /// What `--out` holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -91,12 +75,6 @@ impl Format {
             Format::Trtllm => Some(Engine::Trtllm),
         }
     }
-}
-
-/// Accepts exactly the solver's policy names (and lists them in `--help`).
-fn policy_parser() -> impl TypedValueParser<Value = Policy> {
-    PossibleValuesParser::new(Policy::ALL.map(Policy::name))
-        .try_map(|name| Policy::parse(&name).ok_or("unknown policy"))
 }
 
 pub fn run(args: &SolveArgs) -> Result<Report, CliError> {

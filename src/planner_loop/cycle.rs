@@ -1,23 +1,25 @@
-//! One planner cycle for one cluster: estimate the load from closed windows,
-//! compute a migration-aware candidate off the async runtime, decide, and
-//! publish or record why not. The scheduled loop and `POST .../rebalance`
-//! both come through here.
+//! One planner cycle for one cluster: gather what the policy needs from the
+//! store (closed windows, the plan in force, down GPUs, the trigger's
+//! streak), run the pure policy ([`ballast_policy::evaluate`]) off the async
+//! runtime, then record the decision and publish. The scheduled loop and
+//! `POST .../rebalance` both come through here.
 
 use std::sync::Arc;
 
+use ballast_policy::{
+    evaluate, Candidate, CandidateError, Decision, PolicyError, Reason, Situation,
+};
 use ballast_solver::{score, LoadMatrix, Plan, Topology};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use thiserror::Error;
 use tracing::{info, info_span, Instrument};
 
-use super::candidate::{self, Candidate, CandidateError, CandidateInput};
-use super::decide::{self, Evidence, Reason, Verdict};
-use super::estimate;
 use crate::registry::{ClusterEntry, ClusterInfo, PublishedPlan};
 use crate::state::{now_ms, AppState};
 use crate::store::decisions::DecisionRow;
 use crate::store::plans::{NewPlan, PublishOutcome};
+use crate::store::telemetry::LoadWindow;
 use crate::store::StoreError;
 
 /// Why the cycle runs.
@@ -33,14 +35,8 @@ pub enum Trigger {
 #[derive(Debug, Clone, Serialize)]
 pub struct Figures {
     pub base_version: Option<i64>,
-    pub current_imbalance: Option<f64>,
-    pub predicted_imbalance: f64,
-    pub migrations: Option<usize>,
-    pub migrated_bytes: Option<u64>,
-    pub net_gain: Option<f64>,
-    pub solve_seconds: f64,
-    pub load_windows: usize,
-    pub excluded_gpus: Vec<usize>,
+    #[serde(flatten)]
+    pub policy: ballast_policy::Figures,
 }
 
 /// What a cycle did.
@@ -71,6 +67,15 @@ pub enum CycleError {
     Store(#[from] StoreError),
     #[error("the solver task failed: {0}")]
     Join(String),
+}
+
+impl From<PolicyError> for CycleError {
+    fn from(err: PolicyError) -> Self {
+        match err {
+            PolicyError::NoTelemetry => CycleError::NoTelemetry,
+            PolicyError::Candidate(err) => CycleError::Candidate(err),
+        }
+    }
 }
 
 impl CycleError {
@@ -109,22 +114,8 @@ pub async fn run(
             }
             Err(err) => {
                 info!(reason = err.reason(), error = %err, "planner cycle ended without a candidate");
-                let row = DecisionRow {
-                    cluster: info.name.to_string(),
-                    cycle,
-                    decided_at_ms: now_ms(),
-                    lineage: info.lineage,
-                    base_version: None,
-                    published_version: None,
-                    reason: err.reason().into(),
-                    detail: err.to_string(),
-                    observed_imbalance: None,
-                    predicted_imbalance: None,
-                    migrations: None,
-                    net_gain: None,
-                    streak: 0,
-                };
                 if !matches!(err, CycleError::Store(_)) {
+                    let row = decision_row(&info, cycle, None, err.reason(), err.to_string(), None);
                     state.store.record_decision(&row).await?;
                 }
             }
@@ -142,36 +133,45 @@ pub async fn run(
     result
 }
 
-async fn cycle(
+/// What the policy is asked about, as read from the store.
+struct Gathered {
+    windows: Vec<LoadMatrix>,
+    base_version: Option<i64>,
+    current: Option<Arc<PublishedPlan>>,
+    excluded: Vec<usize>,
+    streak: u32,
+}
+
+async fn gather(
     state: &AppState,
     entry: &ClusterEntry,
     info: &ClusterInfo,
     trigger: Trigger,
-) -> Result<Report, CycleError> {
+) -> Result<Gathered, CycleError> {
     let cluster = info.name.as_str();
-    let topology = info.topology.clone();
-    let len = topology.num_layers() * topology.num_logical_experts();
-
-    let window_ms = state.config.window.as_millis() as i64;
-    let grace_ms = state.config.window_grace.as_millis() as i64;
+    let topology = &info.topology;
+    let config = &state.config;
+    let window_ms = config.window.as_millis() as i64;
+    let grace_ms = config.window_grace.as_millis() as i64;
     let closed_before = bucket_of(now_ms() - grace_ms, window_ms);
-    let windows = state
+    let stored = state
         .store
         .load_windows(
             cluster,
             info.lineage,
             closed_before,
-            estimate::windows_needed(state.config.ewma_alpha),
+            config.planning.windows_needed(),
             topology.num_layers(),
-            len,
+            topology.num_layers() * topology.num_logical_experts(),
         )
         .await?;
-    let estimate = estimate::ewma(
-        windows.iter().map(|w| w.load.as_slice()),
-        state.config.ewma_alpha,
-    )
-    .ok_or(CycleError::NoTelemetry)?;
-    let estimate = to_matrix(&estimate, &topology)?;
+    let windows = stored
+        .iter()
+        .map(|w| to_matrix(w, topology))
+        .collect::<Result<Vec<_>, _>>()?;
+    if windows.is_empty() {
+        return Err(CycleError::NoTelemetry);
+    }
 
     let base_version = state.store.latest_version(cluster).await?;
     let current = match base_version {
@@ -183,9 +183,9 @@ async fn cycle(
         None => None,
     };
     if let (Some(current), Some(latest)) = (&current, windows.last()) {
-        observe(state, cluster, &topology, &current.plan, &latest.load)?;
+        observe(state, cluster, topology, &current.plan, latest);
     }
-    let excluded = if state.config.exclude_down_workers {
+    let excluded = if config.exclude_down_workers {
         state
             .store
             .workers(cluster)
@@ -197,30 +197,6 @@ async fn cycle(
     } else {
         Vec::new()
     };
-    let input = CandidateInput {
-        topology: (*topology).clone(),
-        estimate,
-        current: current.as_ref().map(|c| c.plan.clone()),
-        policy: state.config.policy,
-        split: state.config.split,
-        balance_tolerance: state.config.balance_tolerance,
-        time_limit: state.config.solve_time_limit,
-        excluded: excluded.clone(),
-    };
-    let candidate = tokio::task::spawn_blocking(move || candidate::build(input))
-        .await
-        .map_err(|e| CycleError::Join(e.to_string()))??;
-    state
-        .metrics
-        .solve_seconds
-        .with_label_values(&[cluster])
-        .observe(candidate.solve_seconds);
-    state
-        .metrics
-        .predicted_model_imbalance
-        .with_label_values(&[cluster])
-        .set(candidate.predicted);
-
     let streak = match trigger {
         Trigger::Scheduled { .. } => state
             .store
@@ -230,90 +206,108 @@ async fn cycle(
             .map_or(0, |d| d.streak.clamp(0, i64::from(u32::MAX)) as u32),
         Trigger::Rebalance { .. } => 0,
     };
-    let verdict = decide::decide(
-        &Evidence {
-            current: candidate.current,
-            candidate: candidate.predicted,
-            migrations: candidate.migrations.unwrap_or(0),
-            total_slots: topology.num_layers() * topology.num_slots(),
-            forced: matches!(trigger, Trigger::Rebalance { .. }),
-            must_replace: candidate.current_uses_excluded,
-            streak,
-        },
-        &state.config.thresholds,
-    );
+    Ok(Gathered {
+        windows,
+        base_version,
+        current,
+        excluded,
+        streak,
+    })
+}
+
+async fn cycle(
+    state: &AppState,
+    entry: &ClusterEntry,
+    info: &ClusterInfo,
+    trigger: Trigger,
+) -> Result<Report, CycleError> {
+    let cluster = info.name.as_str();
+    let topology = info.topology.clone();
+    let gathered = gather(state, entry, info, trigger).await?;
+    let base_version = gathered.base_version;
+
+    let settings = state.config.planning;
+    let decision = {
+        let topology = topology.clone();
+        let forced = matches!(trigger, Trigger::Rebalance { .. });
+        tokio::task::spawn_blocking(move || {
+            evaluate(
+                &settings,
+                &Situation {
+                    topology: &topology,
+                    windows: &gathered.windows,
+                    current: gathered.current.as_ref().map(|c| &c.plan),
+                    excluded: &gathered.excluded,
+                    streak: gathered.streak,
+                    forced,
+                },
+            )
+        })
+        .await
+        .map_err(|e| CycleError::Join(e.to_string()))??
+    };
+    let m = &state.metrics;
+    m.solve_seconds
+        .with_label_values(&[cluster])
+        .observe(decision.figures.solve_seconds);
+    m.predicted_model_imbalance
+        .with_label_values(&[cluster])
+        .set(decision.figures.predicted_imbalance);
+
+    let verdict = decision.verdict;
     let figures = Figures {
         base_version,
-        current_imbalance: candidate.current,
-        predicted_imbalance: candidate.predicted,
-        migrations: candidate.migrations,
-        migrated_bytes: candidate
-            .migrations
-            .zip(topology.expert_bytes())
-            .map(|(m, b)| m as u64 * b),
-        net_gain: verdict.net_gain,
-        solve_seconds: candidate.solve_seconds,
-        load_windows: windows.len(),
-        excluded_gpus: excluded,
+        policy: decision.figures.clone(),
     };
-    let detail = explain(&verdict, &figures, state);
+    let report = |outcome| Report {
+        outcome,
+        reason: verdict.reason.as_str(),
+        detail: decision.detail.clone(),
+        figures: figures.clone(),
+    };
     let now = now_ms();
-    let decision = |published: bool| DecisionRow {
-        cluster: cluster.to_owned(),
-        cycle: match trigger {
-            Trigger::Scheduled { cycle } => cycle,
-            Trigger::Rebalance { .. } => 0,
-        },
-        decided_at_ms: now,
-        lineage: info.lineage,
-        base_version,
-        published_version: None,
-        reason: verdict.reason.as_str().into(),
-        detail: detail.clone(),
-        observed_imbalance: candidate.current,
-        predicted_imbalance: Some(candidate.predicted),
-        migrations: candidate.migrations.map(|m| m as i64),
-        net_gain: verdict.net_gain,
-        streak: if published {
-            0
-        } else {
-            i64::from(verdict.streak)
-        },
-    };
-
-    if let Trigger::Rebalance { dry_run: true } = trigger {
-        let doc = document(
-            cluster,
-            None,
-            info.lineage,
-            now,
-            verdict.reason,
-            &topology,
-            &candidate,
-            &figures,
-        );
-        return Ok(Report {
-            outcome: Outcome::DryRun(doc),
-            reason: verdict.reason.as_str(),
-            detail,
-            figures,
-        });
-    }
-    if !verdict.publish {
-        if let Trigger::Scheduled { .. } = trigger {
-            state.store.record_decision(&decision(false)).await?;
+    let candidate = &decision.candidate;
+    match trigger {
+        Trigger::Rebalance { dry_run: true } => {
+            let doc = document(
+                cluster,
+                None,
+                info.lineage,
+                now,
+                verdict.reason,
+                &topology,
+                candidate,
+                &figures,
+            );
+            return Ok(report(Outcome::DryRun(doc)));
         }
-        return Ok(Report {
-            outcome: Outcome::Skipped,
-            reason: verdict.reason.as_str(),
-            detail,
-            figures,
-        });
+        Trigger::Scheduled { cycle } if !verdict.publish => {
+            let row = decision_row(
+                info,
+                cycle,
+                base_version,
+                verdict.reason.as_str(),
+                decision.detail.clone(),
+                Some(&decision),
+            );
+            state.store.record_decision(&row).await?;
+            return Ok(report(Outcome::Skipped));
+        }
+        Trigger::Rebalance { .. } if !verdict.publish => return Ok(report(Outcome::Skipped)),
+        _ => {}
     }
-    let mut row = decision(true);
-    if let Trigger::Rebalance { .. } = trigger {
-        row.cycle = state.store.next_cycle(cluster).await?.unwrap_or(0);
-    }
+    let cycle = match trigger {
+        Trigger::Scheduled { cycle } => cycle,
+        Trigger::Rebalance { .. } => state.store.next_cycle(cluster).await?.unwrap_or(0),
+    };
+    let row = decision_row(
+        info,
+        cycle,
+        base_version,
+        verdict.reason.as_str(),
+        decision.detail.clone(),
+        Some(&decision),
+    );
     let lineage = info.lineage;
     let outcome = state
         .store
@@ -329,7 +323,7 @@ async fn cycle(
                     now,
                     verdict.reason,
                     &topology,
-                    &candidate,
+                    candidate,
                     &figures,
                 );
                 NewPlan {
@@ -356,39 +350,68 @@ async fn cycle(
                 etag: crate::registry::etag(row.version),
             });
             state.registry.announce(cluster, published.clone());
-            let m = &state.metrics;
-            m.plan_version
-                .with_label_values(&[cluster])
-                .set(row.version);
-            let migrations = candidate.migrations.unwrap_or(0) as i64;
-            m.plan_migrations
-                .with_label_values(&[cluster])
-                .set(migrations);
-            let floor = candidate
-                .stats
-                .replan
-                .as_ref()
-                .and_then(|r| r.migrations_bound)
-                .unwrap_or(0) as i64;
-            m.plan_migrations_bound
-                .with_label_values(&[cluster])
-                .set(floor);
-            m.migrations_total
-                .with_label_values(&[cluster])
-                .inc_by(migrations as u64);
+            export_published(state, cluster, row.version, candidate);
             info!(version = row.version, reason = row.reason, "published plan");
-            Ok(Report {
-                outcome: Outcome::Published(published),
-                reason: verdict.reason.as_str(),
-                detail,
-                figures,
-            })
+            Ok(report(Outcome::Published(published)))
         }
     }
 }
 
-fn to_matrix(flat: &[f64], topology: &Topology) -> Result<LoadMatrix, StoreError> {
-    let rows = flat
+/// The decision log's row for one cycle; `decision` is `None` when the
+/// cycle ended before the policy decided.
+fn decision_row(
+    info: &ClusterInfo,
+    cycle: i64,
+    base_version: Option<i64>,
+    reason: &str,
+    detail: String,
+    decision: Option<&Decision>,
+) -> DecisionRow {
+    let figures = decision.map(|d| &d.figures);
+    DecisionRow {
+        cluster: info.name.to_string(),
+        cycle,
+        decided_at_ms: now_ms(),
+        lineage: info.lineage,
+        base_version,
+        published_version: None,
+        reason: reason.into(),
+        detail,
+        observed_imbalance: figures.and_then(|f| f.current_imbalance),
+        predicted_imbalance: figures.map(|f| f.predicted_imbalance),
+        migrations: figures.and_then(|f| f.migrations).map(|m| m as i64),
+        net_gain: figures.and_then(|f| f.net_gain),
+        // Zero after a publish: the trigger disarms.
+        streak: decision.map_or(0, |d| i64::from(d.verdict.streak)),
+    }
+}
+
+/// Gauges of the plan just published.
+fn export_published(state: &AppState, cluster: &str, version: i64, candidate: &Candidate) {
+    let m = &state.metrics;
+    m.plan_version.with_label_values(&[cluster]).set(version);
+    let migrations = candidate.migrations.unwrap_or(0) as i64;
+    m.plan_migrations
+        .with_label_values(&[cluster])
+        .set(migrations);
+    let floor = candidate
+        .stats
+        .replan
+        .as_ref()
+        .and_then(|r| r.migrations_bound)
+        .unwrap_or(0) as i64;
+    m.plan_migrations_bound
+        .with_label_values(&[cluster])
+        .set(floor);
+    m.migrations_total
+        .with_label_values(&[cluster])
+        .inc_by(migrations as u64);
+}
+
+/// A stored window as the load matrix it must be; anything else is corrupt.
+fn to_matrix(window: &LoadWindow, topology: &Topology) -> Result<LoadMatrix, StoreError> {
+    let rows = window
+        .load
         .chunks_exact(topology.num_logical_experts())
         .map(<[f64]>::to_vec)
         .collect();
@@ -399,15 +422,8 @@ fn to_matrix(flat: &[f64], topology: &Topology) -> Result<LoadMatrix, StoreError
 }
 
 /// Exports the current plan's imbalance on the latest closed window.
-fn observe(
-    state: &AppState,
-    cluster: &str,
-    topology: &Topology,
-    plan: &Plan,
-    latest: &[f64],
-) -> Result<(), StoreError> {
-    let load = to_matrix(latest, topology)?;
-    let s = score::score(topology, &load, plan);
+fn observe(state: &AppState, cluster: &str, topology: &Topology, plan: &Plan, latest: &LoadMatrix) {
+    let s = score::score(topology, latest, plan);
     let m = &state.metrics;
     m.observed_model_imbalance
         .with_label_values(&[cluster])
@@ -416,28 +432,6 @@ fn observe(
         m.observed_layer_imbalance
             .with_label_values(&[cluster, &layer.to_string()])
             .set(l.imbalance);
-    }
-    Ok(())
-}
-
-fn explain(v: &Verdict, f: &Figures, state: &AppState) -> String {
-    let t = &state.config.thresholds;
-    match (v.reason, v.net_gain) {
-        (Reason::Initial, _) => "first plan of this lineage".into(),
-        (Reason::Forced, _) => "rebalance requested by an operator".into(),
-        (Reason::ExcludedWorkers, _) => format!("the current plan routes load to down GPUs {:?}", f.excluded_gpus),
-        (reason, Some(net)) => format!(
-            "net gain {net:.4} (imbalance {:.4} -> {:.4}, {} migrations) vs threshold {} (hysteresis {}); armed {}/{} cycles; {}",
-            f.current_imbalance.unwrap_or(f64::NAN),
-            f.predicted_imbalance,
-            f.migrations.unwrap_or(0),
-            t.threshold,
-            t.hysteresis,
-            v.streak.max(u32::from(v.publish) * t.confirm_cycles),
-            t.confirm_cycles,
-            reason.as_str(),
-        ),
-        (reason, None) => reason.as_str().into(),
     }
 }
 

@@ -7,10 +7,7 @@
 //! step that hangs (a stuck solve, a database that never answers) stops the
 //! beats and turns `/readyz` red.
 
-pub mod candidate;
 pub mod cycle;
-pub mod decide;
-pub mod estimate;
 
 use std::time::Duration;
 

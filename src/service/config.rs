@@ -4,11 +4,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
-use ballast_solver::{Policy, Split};
+use anyhow::bail;
+use ballast_policy::{Settings, Thresholds};
+use ballast_solver::Policy;
 use clap::{Args, ValueEnum};
 
-use crate::planner_loop::decide::Thresholds;
+use crate::cli::args::{policy_parser, SplitArg};
 use crate::store::DEFAULT_DATABASE_URL;
 
 /// Log output format.
@@ -45,19 +46,19 @@ pub struct ServeArgs {
     #[arg(long, env = "BALLAST_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Planner policy (see `ballast solve --policy`).
-    #[arg(long, env = "BALLAST_POLICY", default_value = "optimal")]
-    pub policy: String,
+    #[arg(long, env = "BALLAST_POLICY", default_value = Settings::default().policy.name(), value_parser = policy_parser())]
+    pub policy: Policy,
     /// Optimal policy: a candidate's model imbalance may exceed a fresh plan's
     /// by this fraction if that saves migrations.
-    #[arg(long, env = "BALLAST_BALANCE_TOLERANCE", default_value_t = ballast_solver::planner::DEFAULT_BALANCE_TOLERANCE)]
+    #[arg(long, env = "BALLAST_BALANCE_TOLERANCE", default_value_t = Settings::default().balance_tolerance)]
     pub balance_tolerance: f64,
     /// Optimal policy: wall-time limit of one candidate's solve (default: the
     /// solver's own budget); also lets exact models use what is left.
     #[arg(long, env = "BALLAST_SOLVE_TIME_LIMIT", value_parser = duration)]
     pub solve_time_limit: Option<Duration>,
     /// `even`, or `weighted` to let plans carry replica_share.
-    #[arg(long, env = "BALLAST_SPLIT", default_value = "even")]
-    pub split: String,
+    #[arg(long, env = "BALLAST_SPLIT", value_enum, default_value_t = SplitArg::Even)]
+    pub split: SplitArg,
     /// How often each cluster gets a planner cycle.
     #[arg(long, env = "BALLAST_PLAN_INTERVAL", default_value = "30s", value_parser = duration)]
     pub plan_interval: Duration,
@@ -77,19 +78,19 @@ pub struct ServeArgs {
     #[arg(long, env = "BALLAST_DEDUP_HORIZON", default_value = "1h", value_parser = duration)]
     pub dedup_horizon: Duration,
     /// EWMA weight of the newest window in the load estimate, in (0, 1].
-    #[arg(long, env = "BALLAST_EWMA_ALPHA", default_value_t = 0.3)]
+    #[arg(long, env = "BALLAST_EWMA_ALPHA", default_value_t = Settings::default().ewma_alpha)]
     pub ewma_alpha: f64,
     /// Net model-imbalance gain a candidate needs to arm publication.
-    #[arg(long, env = "BALLAST_GAIN_THRESHOLD", default_value_t = 0.01)]
+    #[arg(long, env = "BALLAST_GAIN_THRESHOLD", default_value_t = Settings::default().thresholds.threshold)]
     pub gain_threshold: f64,
     /// An armed trigger disarms only below threshold - hysteresis.
-    #[arg(long, env = "BALLAST_HYSTERESIS", default_value_t = 0.005)]
+    #[arg(long, env = "BALLAST_HYSTERESIS", default_value_t = Settings::default().thresholds.hysteresis)]
     pub hysteresis: f64,
     /// Consecutive armed cycles before a candidate is published.
-    #[arg(long, env = "BALLAST_CONFIRM_CYCLES", default_value_t = 2)]
+    #[arg(long, env = "BALLAST_CONFIRM_CYCLES", default_value_t = Settings::default().thresholds.confirm_cycles)]
     pub confirm_cycles: u32,
     /// Imbalance-equivalent cost of re-loading every slot once (charged pro rata).
-    #[arg(long, env = "BALLAST_MOVE_COST", default_value_t = 0.05)]
+    #[arg(long, env = "BALLAST_MOVE_COST", default_value_t = Settings::default().thresholds.move_cost)]
     pub move_cost: f64,
     /// A worker silent this long is marked down.
     #[arg(long, env = "BALLAST_WORKER_TIMEOUT", default_value = "30s", value_parser = duration)]
@@ -144,18 +145,14 @@ pub struct ServeConfig {
     pub db_max_connections: u32,
     pub tokens: Tokens,
     pub log_format: LogFormat,
-    pub policy: Policy,
-    pub split: Split,
-    pub balance_tolerance: f64,
-    pub solve_time_limit: Option<Duration>,
+    /// What the planning policy decides with.
+    pub planning: Settings,
     pub plan_interval: Duration,
     pub tick: Duration,
     pub window: Duration,
     pub window_grace: Duration,
     pub retention: Duration,
     pub dedup_horizon: Duration,
-    pub ewma_alpha: f64,
-    pub thresholds: Thresholds,
     pub worker_timeout: Duration,
     pub exclude_down_workers: bool,
     pub planner_stall_timeout: Duration,
@@ -175,13 +172,6 @@ fn positive(name: &str, d: Duration) -> anyhow::Result<Duration> {
 impl ServeArgs {
     /// Checks the flags; refuses to serve beyond loopback without tokens.
     pub fn into_config(self) -> anyhow::Result<ServeConfig> {
-        let policy = Policy::parse(&self.policy)
-            .with_context(|| format!("--policy `{}` is not a known policy", self.policy))?;
-        let split = match self.split.as_str() {
-            "even" => Split::Even,
-            "weighted" => Split::Weighted,
-            other => bail!("--split `{other}` must be `even` or `weighted`"),
-        };
         let tokens = Tokens {
             worker: self.worker_token.filter(|t| !t.is_empty()),
             admin: self.admin_token.filter(|t| !t.is_empty()),
@@ -215,26 +205,28 @@ impl ServeArgs {
             db_max_connections: self.db_max_connections,
             tokens,
             log_format: self.log_format,
-            policy,
-            split,
-            balance_tolerance: self.balance_tolerance,
-            solve_time_limit: self
-                .solve_time_limit
-                .map(|d| positive("solve-time-limit", d))
-                .transpose()?,
+            planning: Settings {
+                policy: self.policy,
+                split: self.split.into(),
+                balance_tolerance: self.balance_tolerance,
+                solve_time_limit: self
+                    .solve_time_limit
+                    .map(|d| positive("solve-time-limit", d))
+                    .transpose()?,
+                ewma_alpha: self.ewma_alpha,
+                thresholds: Thresholds {
+                    threshold: self.gain_threshold,
+                    hysteresis: self.hysteresis,
+                    confirm_cycles: self.confirm_cycles.max(1),
+                    move_cost: self.move_cost,
+                },
+            },
             plan_interval: positive("plan-interval", self.plan_interval)?,
             tick: positive("tick", self.tick)?,
             window: positive("window", self.window)?,
             window_grace: self.window_grace,
             retention: positive("retention", self.retention)?,
             dedup_horizon: positive("dedup-horizon", self.dedup_horizon)?,
-            ewma_alpha: self.ewma_alpha,
-            thresholds: Thresholds {
-                threshold: self.gain_threshold,
-                hysteresis: self.hysteresis,
-                confirm_cycles: self.confirm_cycles.max(1),
-                move_cost: self.move_cost,
-            },
             worker_timeout: positive("worker-timeout", self.worker_timeout)?,
             exclude_down_workers: self.exclude_down_workers,
             planner_stall_timeout: positive("planner-stall-timeout", self.planner_stall_timeout)?,

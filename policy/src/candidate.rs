@@ -1,4 +1,5 @@
-//! Computing a candidate plan (synchronous: it runs on the blocking pool).
+//! Computing a candidate plan (synchronous and CPU-bound: async callers run
+//! it on a blocking pool).
 //!
 //! The candidate is migration-aware: the solver gets the current plan as
 //! `previous`. When GPUs must be excluded, the solver plans a reduced
