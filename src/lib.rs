@@ -13,7 +13,9 @@
 //! lives in [`planner_loop`]; [`service`] wires everything together.
 
 pub mod api;
+pub mod args;
 pub mod cli;
+pub mod config;
 pub mod domain;
 pub mod ingest_queue;
 pub mod metrics;

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::config::ServeConfig;
 use crate::ingest_queue::IngestQueue;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
-use crate::service::config::ServeConfig;
 use crate::store::Store;
 
 /// Milliseconds since the Unix epoch (the unit of every stored time).

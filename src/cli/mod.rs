@@ -6,7 +6,6 @@
 //! returns a [`Report`] (what to print) or a [`CliError`] naming the file at
 //! fault; the binary turns those into output and an exit status.
 
-pub mod args;
 mod bound;
 mod error;
 mod io;

@@ -9,9 +9,9 @@ use ballast_solver::planner::{MigrationPricing, Placement, PlanError, DEFAULT_BA
 use ballast_solver::{PlanOptions, PlanOutcome, PlanStats, Policy, Split, Topology};
 use clap::{Args, ValueEnum};
 
-use super::args::{policy_parser, SplitArg};
 use super::error::{CliError, Problem};
 use super::{gap_percent, io, ratio, Report};
+use crate::args::{policy_parser, SplitArg};
 
 #[derive(Debug, Args)]
 pub struct SolveArgs {

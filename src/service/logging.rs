@@ -3,7 +3,7 @@
 
 use tracing_subscriber::EnvFilter;
 
-use super::config::LogFormat;
+use crate::config::LogFormat;
 
 /// Installs the global subscriber; later calls (tests start several
 /// services in one process) keep the first.

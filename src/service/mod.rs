@@ -1,11 +1,10 @@
 //! `ballast serve`: configuration, start-up and shutdown of the service.
 
-pub mod config;
 pub mod logging;
 mod replica_sync;
 pub mod startup;
 
-pub use config::{LogFormat, ServeArgs, ServeConfig};
+pub use crate::config::{LogFormat, ServeArgs, ServeConfig};
 pub use startup::Application;
 
 use anyhow::Context;

@@ -12,9 +12,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use super::config::ServeConfig;
 use super::replica_sync;
 use crate::api;
+use crate::config::ServeConfig;
 use crate::ingest_queue::IngestQueue;
 use crate::metrics::Metrics;
 use crate::planner_loop;

@@ -9,7 +9,7 @@ use ballast_policy::{Settings, Thresholds};
 use ballast_solver::Policy;
 use clap::{Args, ValueEnum};
 
-use crate::cli::args::{policy_parser, SplitArg};
+use crate::args::{policy_parser, SplitArg};
 use crate::store::DEFAULT_DATABASE_URL;
 
 /// Log output format.

@@ -1,5 +1,5 @@
-//! Argument types that several subcommands share (`solve`, `serve`), so a
-//! flag parses the same way wherever it appears.
+//! Command-line argument types that several commands share (`solve`,
+//! `serve`), so a flag parses the same way wherever it appears.
 
 use ballast_solver::{Policy, Split};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
