@@ -8,9 +8,9 @@ use ballast_solver::Topology;
 
 use super::error::AgentError;
 use crate::error::ConfigError;
+use crate::fp8::quant::ScaleMode;
 use crate::moe::{LayerMaster, MoeConfig, MoeLayer, MoeSpec};
 use crate::node::HostCopy;
-use crate::quant::ScaleMode;
 
 /// Model settings not in the topology.
 #[derive(Debug, Clone, PartialEq)]

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
-use crate::quant::BLOCK;
+use crate::fp8::quant::BLOCK;
 
 /// The wire form of an MoE layer's configuration; [`MoeConfig::new`] checks it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -4,12 +4,12 @@
 use rayon::prelude::*;
 
 use crate::error::{MoeError, ShapeError};
+use crate::fp8::quant::{QuantizedActivations, ScaleMode};
 use crate::matrix::Matrix;
 use crate::moe::config::MoeConfig;
 use crate::moe::dispatch::{dispatch, Dispatch, Placement};
 use crate::moe::expert::{forward_grouped, ExpertJob, ExpertWeights};
 use crate::moe::router::{Router, Routing};
-use crate::quant::{QuantizedActivations, ScaleMode};
 
 /// The expert weights a process holds, by physical slot: all of them for a
 /// whole-layer test, one node's for a worker (`None` elsewhere).

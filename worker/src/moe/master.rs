@@ -2,12 +2,12 @@
 //! f64 reference the FP8 layer is checked against.
 
 use crate::error::QuantError;
+use crate::fp8::quant::ScaleMode;
 use crate::matrix::Matrix;
 use crate::moe::config::MoeConfig;
 use crate::moe::expert::{ExpertMaster, ExpertWeights};
 use crate::moe::layer::MoeLayer;
 use crate::moe::router::{Router, Routing};
-use crate::quant::ScaleMode;
 use crate::random::scaled_normal_matrix;
 
 /// Router, shared expert and routed experts in f32.
