@@ -7,7 +7,7 @@
 //!   quantization, the grouped FP8 GEMM with promotion every 128 elements,
 //!   as in the DeepSeek-V3 report (§3.3), and an emulation of tensor-core
 //!   accumulation.
-//! - [`moe`]: router, dispatch to replicas, SwiGLU experts and the whole
+//! - [`moe`]: top-k gate, dispatch to replicas, SwiGLU experts and the whole
 //!   layer, checked against an f64 reference.
 //! - [`node`]: a node's G GPUs × S slots of FP8 weights per layer, and the
 //!   double-buffered switch to a new plan (moves, byte counts, checksums).

@@ -41,7 +41,7 @@ pub fn moe_config(options: &ModelOptions, topology: &Topology) -> Result<MoeConf
     })
 }
 
-/// Each layer's FP8 router and shared expert, and the routed experts' host
+/// Each layer's FP8 gate and shared expert, and the routed experts' host
 /// copy, from `seed`.
 pub fn build(
     config: &MoeConfig,

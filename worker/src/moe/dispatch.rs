@@ -10,7 +10,7 @@
 //! instead (e.g. `ballast_solver::routing`'s optimal routing).
 
 use crate::error::PlanError;
-use crate::moe::router::Routing;
+use crate::moe::gate::TopK;
 
 /// One layer's physical placement of logical experts.
 #[derive(Clone, Debug, PartialEq)]
@@ -185,7 +185,7 @@ fn apportion(n: usize, weights: &[f64]) -> Vec<usize> {
 /// # Panics
 /// If `routing` names an expert `placement` does not have (both come from
 /// the same validated layer configuration).
-pub fn dispatch(routing: &Routing, placement: &Placement) -> Dispatch {
+pub fn dispatch(routing: &TopK, placement: &Placement) -> Dispatch {
     assign(routing, placement, |expert, tokens| {
         let shares: Vec<f64> = placement
             .replicas_of(expert)
@@ -203,7 +203,7 @@ pub fn dispatch(routing: &Routing, placement: &Placement) -> Dispatch {
 /// # Panics
 /// As [`dispatch`].
 pub fn dispatch_counts(
-    routing: &Routing,
+    routing: &TopK,
     placement: &Placement,
     slot_counts: &[u64],
 ) -> Result<Dispatch, PlanError> {
@@ -241,7 +241,7 @@ pub fn dispatch_counts(
 /// Cuts each expert's assignments (in token order) into contiguous runs, one
 /// per replica in slot order, of the lengths `split(expert, tokens)` returns.
 fn assign(
-    routing: &Routing,
+    routing: &TopK,
     placement: &Placement,
     split: impl Fn(usize, usize) -> Vec<usize>,
 ) -> Dispatch {
@@ -279,7 +279,7 @@ mod tests {
     use super::*;
     use crate::matrix::Matrix;
     use crate::moe::config::{small_spec, MoeConfig};
-    use crate::moe::router::select;
+    use crate::moe::gate::select;
     use proptest::prelude::*;
 
     #[test]
@@ -319,7 +319,7 @@ mod tests {
         assert_eq!(apportion(5, &[0.0, 1.0]), vec![0, 5]);
     }
 
-    fn routing(tokens: usize, seed: u64) -> Routing {
+    fn routing(tokens: usize, seed: u64) -> TopK {
         let config = MoeConfig::new(small_spec()).unwrap();
         let scores = Matrix::from_fn(tokens, 16, |t, e| {
             let h = (t as u64 * 2654435761 + e as u64 * 40503 + seed * 97) % 1000;
