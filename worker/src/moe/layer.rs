@@ -7,9 +7,10 @@ use crate::error::{MoeError, ShapeError};
 use crate::fp8::quant::{QuantizedActivations, ScaleMode};
 use crate::matrix::Matrix;
 use crate::moe::config::MoeConfig;
-use crate::moe::dispatch::{dispatch, Dispatch, Placement};
+use crate::moe::dispatch::{dispatch, Dispatch};
 use crate::moe::expert::{forward_grouped, ExpertJob, ExpertWeights};
 use crate::moe::gate::{Gate, TopK};
+use crate::moe::placement::Placement;
 
 /// The expert weights a process holds, by physical slot: all of them for a
 /// whole-layer test, one node's for a worker (`None` elsewhere).

@@ -87,8 +87,8 @@ mod tests {
     use super::*;
     use crate::accuracy::reference::rel_frobenius;
     use crate::moe::config::small_spec;
-    use crate::moe::dispatch::Placement;
     use crate::moe::layer::SlotWeights;
+    use crate::moe::placement::Placement;
     use crate::random::normal_matrix;
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;

@@ -10,20 +10,9 @@ use ballast_solver::routing::{Router, Routing};
 use ballast_solver::{Plan, Topology, TopologySpec};
 
 use crate::error::{ConfigError, MoeError};
-use crate::moe::dispatch::{dispatch_counts, Dispatch, Placement};
+use crate::moe::dispatch::{dispatch_counts, Dispatch};
 use crate::moe::gate::TopK;
-
-/// How a batch's assignments are split among an expert's replicas.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DispatchMode {
-    /// Evenly, ignoring any `replica_share` in the plan.
-    Even,
-    /// By the plan's `replica_share` (evenly where the plan has none).
-    Share,
-    /// Exactly optimal per batch: the smallest possible largest GPU load.
-    Optimal,
-}
+use crate::moe::placement::Placement;
 
 /// Routes batches of one layer optimally under one placement.
 #[derive(Debug)]
