@@ -14,9 +14,9 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use ballast_worker::gemm::{grouped_gemm, GemmProblem, Output, PackedWeights};
+use ballast_worker::fp8::gemm::{grouped_gemm, GemmProblem, Output, PackedWeights};
+use ballast_worker::fp8::quant::{QuantizedActivations, QuantizedWeights, ScaleMode};
 use ballast_worker::matrix::Matrix;
-use ballast_worker::quant::{QuantizedActivations, QuantizedWeights, ScaleMode};
 use ballast_worker::random::normal_matrix;
 
 const K: usize = 7168;

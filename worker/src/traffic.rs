@@ -3,7 +3,7 @@
 //!
 //! Each layer keeps a log-popularity per expert. A token's affinity for an
 //! expert is `sigmoid(popularity + noise)` with N(0, `token_noise`²) noise
-//! per token and expert, and the token is routed by the real router's
+//! per token and expert, and the token is routed by the real gate's
 //! group-limited top-k ([`select`]). Popularity starts Zipf-like
 //! (`-s·ln(rank)`, ranks shuffled over experts) or log-normal (N(0, σ²)),
 //! takes a random-walk step of `drift_per_batch` per batch — rescaled so
@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::ConfigError;
 use crate::matrix::Matrix;
 use crate::moe::config::MoeConfig;
-use crate::moe::router::{select, Routing};
+use crate::moe::gate::{select, TopK};
 use crate::random::normal_matrix;
 
 /// How unevenly experts are used.
@@ -58,7 +58,7 @@ pub struct TrafficSpec {
 #[derive(Clone, Debug)]
 pub struct Batch {
     pub index: u64,
-    pub routings: Vec<Routing>,
+    pub routings: Vec<TopK>,
 }
 
 impl Batch {

@@ -1,6 +1,6 @@
-//! How accurate the FP8 path is: f64 references, the tensor-core accumulation
-//! model, and the self-test that puts numbers on both.
+//! How accurate the FP8 path is: f64 references, and the self-test that puts
+//! numbers on the production GEMM and on the tensor-core accumulation model
+//! ([`fp8::tensor_core`](crate::fp8::tensor_core)).
 
 pub mod reference;
 pub mod selftest;
-pub mod tensor_core;

@@ -2,9 +2,9 @@
 
 use rayon::prelude::*;
 
-use crate::fp8;
+use crate::fp8::e4m3;
+use crate::fp8::quant::{QuantizedActivations, QuantizedWeights, BLOCK};
 use crate::matrix::Matrix;
-use crate::quant::{QuantizedActivations, QuantizedWeights, BLOCK};
 
 /// `A · Wᵀ` in f64 on unquantized inputs.
 ///
@@ -39,7 +39,7 @@ pub fn fp8_gemm_exact(a: &QuantizedActivations, w: &QuantizedWeights) -> Matrix<
         w.cols(),
         "fp8_gemm_exact: inner dimensions differ"
     );
-    let table = fp8::decode_table();
+    let table = e4m3::decode_table();
     let mut out = Matrix::zeros(a.rows(), w.rows());
     out.data_mut()
         .par_chunks_mut(w.rows().max(1))
@@ -85,7 +85,7 @@ pub fn rel_frobenius<T: Copy + Into<f64>>(x: &[T], reference: &[f64]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quant::ScaleMode;
+    use crate::fp8::quant::ScaleMode;
 
     #[test]
     fn f64_gemm_of_small_integers_is_exact() {

@@ -7,12 +7,12 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use crate::accuracy::reference::{fp8_gemm_exact, gemm_f64, rel_frobenius};
-use crate::accuracy::tensor_core::{emulate_gemm, AccumulatorModel};
 use crate::error::{MoeError, QuantError};
-use crate::gemm::{gemm, PackedWeights};
+use crate::fp8::gemm::{gemm, PackedWeights};
+use crate::fp8::quant::{QuantizedActivations, QuantizedWeights, ScaleMode};
+use crate::fp8::tensor_core::{emulate_gemm, AccumulatorModel};
 use crate::matrix::Matrix;
 use crate::moe::{ExpertWeights, LayerMaster, MoeConfig, MoeSpec, Placement};
-use crate::quant::{QuantizedActivations, QuantizedWeights, ScaleMode};
 use crate::random::normal_matrix;
 
 /// How big the test problem is and which random stream it uses.

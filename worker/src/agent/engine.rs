@@ -27,7 +27,7 @@ use super::plans::PlanUpdate;
 use super::window::WindowCounts;
 use crate::error::{ConfigError, MoeError};
 use crate::moe::dispatch::{dispatch, Dispatch};
-use crate::moe::router::Routing;
+use crate::moe::gate::TopK;
 use crate::moe::{DispatchMode, MoeLayer, OptimalDispatcher, Placement};
 use crate::node::{ApplyReport, NodeShape, NodeState};
 use crate::traffic::TrafficGenerator;
@@ -59,7 +59,7 @@ impl Routes {
         })
     }
 
-    fn dispatch(&mut self, layer: usize, routing: &Routing) -> Result<Dispatch, MoeError> {
+    fn dispatch(&mut self, layer: usize, routing: &TopK) -> Result<Dispatch, MoeError> {
         match self {
             Routes::Split(placements) => Ok(dispatch(routing, &placements[layer])),
             Routes::Optimal(dispatchers) => dispatchers[layer].dispatch(routing),

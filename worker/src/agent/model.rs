@@ -8,9 +8,9 @@ use ballast_solver::Topology;
 
 use super::error::AgentError;
 use crate::error::ConfigError;
+use crate::fp8::quant::ScaleMode;
 use crate::moe::{LayerMaster, MoeConfig, MoeLayer, MoeSpec};
 use crate::node::HostCopy;
-use crate::quant::ScaleMode;
 
 /// Model settings not in the topology.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,7 +41,7 @@ pub fn moe_config(options: &ModelOptions, topology: &Topology) -> Result<MoeConf
     })
 }
 
-/// Each layer's FP8 router and shared expert, and the routed experts' host
+/// Each layer's FP8 gate and shared expert, and the routed experts' host
 /// copy, from `seed`.
 pub fn build(
     config: &MoeConfig,

@@ -3,12 +3,12 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
-use crate::quant::BLOCK;
+use crate::fp8::quant::BLOCK;
 
 /// The wire form of an MoE layer's configuration; [`MoeConfig::new`] checks it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MoeSpec {
-    /// Model width (router and expert input, expert output); a multiple of 128.
+    /// Model width (gate and expert input, expert output); a multiple of 128.
     pub hidden: usize,
     /// Intermediate width of each SwiGLU expert; a multiple of 128.
     pub expert_width: usize,

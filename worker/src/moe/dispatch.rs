@@ -1,116 +1,28 @@
 //! Sending each token→expert assignment to a physical replica.
 //!
-//! A [`Placement`] is one layer's plan: `phy2log[p]`, the logical expert in
-//! physical slot `p`, and how an expert's tokens are split among its
-//! replicas (evenly, or by `replica_share`). [`dispatch`] applies it to a
-//! batch: each expert's assignments, in token order, are cut into contiguous
-//! runs whose lengths are the largest-remainder apportionment of the split —
-//! exact counts, deterministic, and at most one token off the ideal.
+//! [`dispatch`] applies a layer's [`Placement`] to a batch: each expert's
+//! assignments, in token order, are cut into contiguous runs whose lengths
+//! are the largest-remainder apportionment of the placement's split — exact
+//! counts, deterministic, and at most one token off the ideal.
 //! [`dispatch_counts`] takes the per-slot token counts of a per-batch router
-//! instead (e.g. `ballast_solver::routing`'s optimal routing).
+//! instead (e.g. `ballast_solver::routing`'s optimal routing, see
+//! [`optimal`](crate::moe::optimal)); [`DispatchMode`] is a worker's choice
+//! among them.
 
 use crate::error::PlanError;
-use crate::moe::router::Routing;
+use crate::moe::gate::TopK;
+use crate::moe::placement::Placement;
 
-/// One layer's physical placement of logical experts.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Placement {
-    phy2log: Vec<u32>,
-    shares: Vec<f64>,
-    replicas: Vec<Vec<usize>>,
-}
-
-/// Share sums within this distance of 1 are accepted (and renormalized).
-const SHARE_TOLERANCE: f64 = 1e-6;
-
-impl Placement {
-    /// Parses a `phy2log` row for `num_experts` experts, with `shares`
-    /// (`replica_share`, one per slot) or an even split when `None`.
-    pub fn new(
-        phy2log: Vec<u32>,
-        num_experts: usize,
-        shares: Option<Vec<f64>>,
-    ) -> Result<Self, PlanError> {
-        let mut replicas = vec![Vec::new(); num_experts];
-        for (slot, &expert) in phy2log.iter().enumerate() {
-            match replicas.get_mut(expert as usize) {
-                Some(r) => r.push(slot),
-                None => {
-                    return Err(PlanError::UnknownExpert {
-                        slot,
-                        expert,
-                        num_experts,
-                    })
-                }
-            }
-        }
-        if let Some(expert) = replicas.iter().position(Vec::is_empty) {
-            return Err(PlanError::MissingExpert { expert });
-        }
-        let shares = match shares {
-            None => phy2log
-                .iter()
-                .map(|&e| 1.0 / replicas[e as usize].len() as f64)
-                .collect(),
-            Some(shares) => Self::check_shares(shares, &replicas, phy2log.len())?,
-        };
-        Ok(Placement {
-            phy2log,
-            shares,
-            replicas,
-        })
-    }
-
-    fn check_shares(
-        mut shares: Vec<f64>,
-        replicas: &[Vec<usize>],
-        slots: usize,
-    ) -> Result<Vec<f64>, PlanError> {
-        if shares.len() != slots {
-            return Err(PlanError::Length {
-                what: "replica_share",
-                expected: slots,
-                actual: shares.len(),
-            });
-        }
-        if let Some(slot) = shares.iter().position(|s| !(s.is_finite() && *s >= 0.0)) {
-            return Err(PlanError::BadShare {
-                slot,
-                value: shares[slot],
-            });
-        }
-        for (expert, slots) in replicas.iter().enumerate() {
-            let sum: f64 = slots.iter().map(|&p| shares[p]).sum();
-            if (sum - 1.0).abs() > SHARE_TOLERANCE {
-                return Err(PlanError::ShareSum { expert, sum });
-            }
-            slots.iter().for_each(|&p| shares[p] /= sum);
-        }
-        Ok(shares)
-    }
-
-    /// Physical slots in this layer.
-    pub fn slots(&self) -> usize {
-        self.phy2log.len()
-    }
-
-    pub fn num_experts(&self) -> usize {
-        self.replicas.len()
-    }
-
-    pub fn phy2log(&self) -> &[u32] {
-        &self.phy2log
-    }
-
-    /// The slots holding `expert`, in slot order.
-    pub fn replicas_of(&self, expert: usize) -> &[usize] {
-        &self.replicas[expert]
-    }
-
-    /// The fraction of its expert's tokens slot `p` takes.
-    pub fn share(&self, p: usize) -> f64 {
-        self.shares[p]
-    }
+/// How a batch's assignments are split among an expert's replicas.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DispatchMode {
+    /// Evenly, ignoring any `replica_share` in the plan.
+    Even,
+    /// By the plan's `replica_share` (evenly where the plan has none).
+    Share,
+    /// Exactly optimal per batch: the smallest possible largest GPU load.
+    Optimal,
 }
 
 /// Where each assignment of a batch goes.
@@ -185,7 +97,7 @@ fn apportion(n: usize, weights: &[f64]) -> Vec<usize> {
 /// # Panics
 /// If `routing` names an expert `placement` does not have (both come from
 /// the same validated layer configuration).
-pub fn dispatch(routing: &Routing, placement: &Placement) -> Dispatch {
+pub fn dispatch(routing: &TopK, placement: &Placement) -> Dispatch {
     assign(routing, placement, |expert, tokens| {
         let shares: Vec<f64> = placement
             .replicas_of(expert)
@@ -203,7 +115,7 @@ pub fn dispatch(routing: &Routing, placement: &Placement) -> Dispatch {
 /// # Panics
 /// As [`dispatch`].
 pub fn dispatch_counts(
-    routing: &Routing,
+    routing: &TopK,
     placement: &Placement,
     slot_counts: &[u64],
 ) -> Result<Dispatch, PlanError> {
@@ -241,7 +153,7 @@ pub fn dispatch_counts(
 /// Cuts each expert's assignments (in token order) into contiguous runs, one
 /// per replica in slot order, of the lengths `split(expert, tokens)` returns.
 fn assign(
-    routing: &Routing,
+    routing: &TopK,
     placement: &Placement,
     split: impl Fn(usize, usize) -> Vec<usize>,
 ) -> Dispatch {
@@ -279,36 +191,8 @@ mod tests {
     use super::*;
     use crate::matrix::Matrix;
     use crate::moe::config::{small_spec, MoeConfig};
-    use crate::moe::router::select;
+    use crate::moe::gate::select;
     use proptest::prelude::*;
-
-    #[test]
-    fn placement_rejects_bad_rows() {
-        assert_eq!(
-            Placement::new(vec![0, 1, 5], 3, None),
-            Err(PlanError::UnknownExpert {
-                slot: 2,
-                expert: 5,
-                num_experts: 3
-            })
-        );
-        assert_eq!(
-            Placement::new(vec![0, 0, 2], 3, None),
-            Err(PlanError::MissingExpert { expert: 1 })
-        );
-        assert!(matches!(
-            Placement::new(vec![0, 1, 1], 2, Some(vec![1.0, 0.5])),
-            Err(PlanError::Length { .. })
-        ));
-        assert!(matches!(
-            Placement::new(vec![0, 1, 1], 2, Some(vec![1.0, -0.5, 1.5])),
-            Err(PlanError::BadShare { slot: 1, .. })
-        ));
-        assert!(matches!(
-            Placement::new(vec![0, 1, 1], 2, Some(vec![1.0, 0.5, 0.6])),
-            Err(PlanError::ShareSum { expert: 1, .. })
-        ));
-    }
 
     #[test]
     fn apportion_is_exact_and_close_to_quotas() {
@@ -319,7 +203,7 @@ mod tests {
         assert_eq!(apportion(5, &[0.0, 1.0]), vec![0, 5]);
     }
 
-    fn routing(tokens: usize, seed: u64) -> Routing {
+    fn routing(tokens: usize, seed: u64) -> TopK {
         let config = MoeConfig::new(small_spec()).unwrap();
         let scores = Matrix::from_fn(tokens, 16, |t, e| {
             let h = (t as u64 * 2654435761 + e as u64 * 40503 + seed * 97) % 1000;

@@ -8,9 +8,9 @@ use rayon::prelude::*;
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::error::{MoeError, QuantError, ShapeError};
-use crate::gemm::{grouped_gemm, GemmProblem, Output, PackedWeights};
+use crate::fp8::gemm::{grouped_gemm, GemmProblem, Output, PackedWeights};
+use crate::fp8::quant::{QuantizedActivations, QuantizedWeights, ScaleMode};
 use crate::matrix::Matrix;
-use crate::quant::{QuantizedActivations, QuantizedWeights, ScaleMode};
 use crate::random::scaled_normal_matrix;
 
 /// An expert's unquantized (master) weights, for quantization and f64 references.

@@ -1,15 +1,16 @@
-//! One MoE layer's forward pass on FP8: route, dispatch to replicas, run the
+//! One MoE layer's forward pass on FP8: gate, dispatch to replicas, run the
 //! experts in grouped GEMMs, combine in f32.
 
 use rayon::prelude::*;
 
 use crate::error::{MoeError, ShapeError};
+use crate::fp8::quant::{QuantizedActivations, ScaleMode};
 use crate::matrix::Matrix;
 use crate::moe::config::MoeConfig;
-use crate::moe::dispatch::{dispatch, Dispatch, Placement};
+use crate::moe::dispatch::{dispatch, Dispatch};
 use crate::moe::expert::{forward_grouped, ExpertJob, ExpertWeights};
-use crate::moe::router::{Router, Routing};
-use crate::quant::{QuantizedActivations, ScaleMode};
+use crate::moe::gate::{Gate, TopK};
+use crate::moe::placement::Placement;
 
 /// The expert weights a process holds, by physical slot: all of them for a
 /// whole-layer test, one node's for a worker (`None` elsewhere).
@@ -23,11 +24,11 @@ impl SlotWeights for [&ExpertWeights] {
     }
 }
 
-/// The parts of a layer every GPU has: router and shared expert.
+/// The parts of a layer every GPU has: gate and shared expert.
 #[derive(Clone, Debug)]
 pub struct MoeLayer {
     config: MoeConfig,
-    router: Router,
+    gate: Gate,
     shared: ExpertWeights,
     scale_mode: ScaleMode,
 }
@@ -38,7 +39,7 @@ pub struct LayerOutput {
     /// `tokens × hidden`: shared expert plus the gated outputs of the replicas
     /// held here.
     pub output: Matrix<f32>,
-    pub routing: Routing,
+    pub routing: TopK,
     pub dispatch: Dispatch,
     /// Assignments sent to slots not held here (computed by another node).
     pub remote_assignments: usize,
@@ -48,20 +49,20 @@ impl MoeLayer {
     /// Assembles a layer; the shared expert must match the configured widths.
     pub fn new(
         config: MoeConfig,
-        router: Router,
+        gate: Gate,
         shared: ExpertWeights,
         scale_mode: ScaleMode,
     ) -> Result<Self, ShapeError> {
         check_expert(&config, &shared)?;
         Ok(MoeLayer {
             config,
-            router,
+            gate,
             shared,
             scale_mode,
         })
     }
 
-    /// Routes `hidden` with the layer's router, then runs [`forward_routed`](Self::forward_routed).
+    /// Routes `hidden` with the layer's gate, then runs [`forward_routed`](Self::forward_routed).
     pub fn forward(
         &self,
         hidden: &Matrix<f32>,
@@ -69,7 +70,7 @@ impl MoeLayer {
         slots: &(impl SlotWeights + ?Sized),
     ) -> Result<LayerOutput, MoeError> {
         self.check_hidden(hidden)?;
-        let routing = self.router.route(&self.config, hidden);
+        let routing = self.gate.route(&self.config, hidden);
         self.forward_routed(hidden, routing, placement, slots)
     }
 
@@ -78,7 +79,7 @@ impl MoeLayer {
     pub fn forward_routed(
         &self,
         hidden: &Matrix<f32>,
-        routing: Routing,
+        routing: TopK,
         placement: &Placement,
         slots: &(impl SlotWeights + ?Sized),
     ) -> Result<LayerOutput, MoeError> {
@@ -102,7 +103,7 @@ impl MoeLayer {
     pub fn forward_dispatched(
         &self,
         hidden: &Matrix<f32>,
-        routing: Routing,
+        routing: TopK,
         dispatch: Dispatch,
         slots: &(impl SlotWeights + ?Sized),
     ) -> Result<LayerOutput, MoeError> {
@@ -172,7 +173,7 @@ impl MoeLayer {
         })
     }
 
-    fn check_routing(&self, hidden: &Matrix<f32>, routing: &Routing) -> Result<(), ShapeError> {
+    fn check_routing(&self, hidden: &Matrix<f32>, routing: &TopK) -> Result<(), ShapeError> {
         self.check_hidden(hidden)?;
         if routing.tokens() != hidden.rows() {
             return Err(ShapeError::Mismatch {

@@ -2,34 +2,34 @@
 //! f64 reference the FP8 layer is checked against.
 
 use crate::error::QuantError;
+use crate::fp8::quant::ScaleMode;
 use crate::matrix::Matrix;
 use crate::moe::config::MoeConfig;
 use crate::moe::expert::{ExpertMaster, ExpertWeights};
+use crate::moe::gate::{Gate, TopK};
 use crate::moe::layer::MoeLayer;
-use crate::moe::router::{Router, Routing};
-use crate::quant::ScaleMode;
 use crate::random::scaled_normal_matrix;
 
-/// Router, shared expert and routed experts in f32.
+/// Gate, shared expert and routed experts in f32.
 #[derive(Clone, Debug)]
 pub struct LayerMaster {
     config: MoeConfig,
-    router: Router,
+    gate: Gate,
     shared: ExpertMaster,
     experts: Vec<ExpertMaster>,
 }
 
 impl LayerMaster {
-    /// Random weights (variance 1/fan-in) and a zero router bias.
+    /// Random weights (variance 1/fan-in) and a zero gate bias.
     pub fn random(config: &MoeConfig, rng: &mut impl rand::Rng) -> Self {
         let (hidden, width) = (config.hidden(), config.expert_width());
-        let router_weight = scaled_normal_matrix(
+        let gate_weight = scaled_normal_matrix(
             rng,
             config.num_experts(),
             hidden,
             1.0 / (hidden as f32).sqrt(),
         );
-        let router = Router::new(config, router_weight, vec![0.0; config.num_experts()])
+        let gate = Gate::new(config, gate_weight, vec![0.0; config.num_experts()])
             .expect("shapes come from the config");
         let shared = ExpertMaster::random(rng, hidden, width);
         let experts = (0..config.num_experts())
@@ -37,21 +37,21 @@ impl LayerMaster {
             .collect();
         LayerMaster {
             config: config.clone(),
-            router,
+            gate,
             shared,
             experts,
         }
     }
 
-    pub fn router(&self) -> &Router {
-        &self.router
+    pub fn gate(&self) -> &Gate {
+        &self.gate
     }
 
-    /// The FP8 layer (router and shared expert) and the FP8 routed experts,
+    /// The FP8 layer (gate and shared expert) and the FP8 routed experts,
     /// indexed by logical expert (the host copy a node loads slots from).
     pub fn quantize(&self, mode: ScaleMode) -> Result<(MoeLayer, Vec<ExpertWeights>), QuantError> {
         let shared = self.shared.quantize(mode)?;
-        let layer = MoeLayer::new(self.config.clone(), self.router.clone(), shared, mode)?;
+        let layer = MoeLayer::new(self.config.clone(), self.gate.clone(), shared, mode)?;
         let experts = self
             .experts
             .iter()
@@ -64,7 +64,7 @@ impl LayerMaster {
     ///
     /// # Panics
     /// If `hidden` or `routing` do not match the layer (a caller bug).
-    pub fn reference_forward(&self, hidden: &Matrix<f32>, routing: &Routing) -> Matrix<f64> {
+    pub fn reference_forward(&self, hidden: &Matrix<f32>, routing: &TopK) -> Matrix<f64> {
         assert_eq!(hidden.cols(), self.config.hidden(), "hidden width");
         assert_eq!(routing.tokens(), hidden.rows(), "routing tokens");
         let mut out = Vec::with_capacity(hidden.rows() * hidden.cols());
@@ -87,8 +87,8 @@ mod tests {
     use super::*;
     use crate::accuracy::reference::rel_frobenius;
     use crate::moe::config::small_spec;
-    use crate::moe::dispatch::Placement;
     use crate::moe::layer::SlotWeights;
+    use crate::moe::placement::Placement;
     use crate::random::normal_matrix;
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
@@ -147,7 +147,7 @@ mod tests {
     fn given_slot_counts_drive_the_layer() {
         let (config, master, hidden) = setup();
         let (layer, experts) = master.quantize(ScaleMode::Exact).unwrap();
-        let routing = master.router().route(&config, &hidden);
+        let routing = master.gate().route(&config, &hidden);
         let row: Vec<u32> = (0..16).chain([5]).collect();
         let placement = Placement::new(row.clone(), 16, None).unwrap();
         let slots: Vec<&ExpertWeights> = row.iter().map(|&e| &experts[e as usize]).collect();
@@ -215,7 +215,7 @@ mod tests {
         assert!(layer.forward(&narrow, &placement, &slots[..]).is_err());
         let other = Placement::new((0..8).collect(), 8, None).unwrap();
         assert!(layer.forward(&hidden, &other, &slots[..]).is_err());
-        let routing = master.router().route(
+        let routing = master.gate().route(
             &config,
             &normal_matrix(&mut ChaCha8Rng::seed_from_u64(1), 5, 256),
         );

@@ -1,22 +1,32 @@
-//! A DeepSeek-style MoE layer on the FP8 path: [`router`] picks experts,
-//! [`mod@dispatch`] sends each assignment to a physical replica by the plan
-//! (or [`optimal`] routes each batch exactly),
-//! [`expert`] runs SwiGLU experts in grouped FP8 GEMMs, [`layer`] combines
-//! the results in f32. [`master`] holds unquantized weights and the f64
-//! reference. Widths are configurable ([`config`]) so tests stay small.
+//! A DeepSeek-style MoE layer on the FP8 path: the [`gate`] picks each
+//! token's top-k experts, [`mod@dispatch`] sends each assignment to a
+//! physical replica by the layer's [`placement`] (or [`optimal`] routes each
+//! batch exactly), [`expert`] runs SwiGLU experts in grouped FP8 GEMMs,
+//! [`layer`] combines the results in f32. [`master`] holds unquantized
+//! weights and the f64 reference. Widths are configurable ([`config`]) so
+//! tests stay small.
 
 pub mod config;
 pub mod dispatch;
 pub mod expert;
+pub mod gate;
 pub mod layer;
 pub mod master;
 pub mod optimal;
-pub mod router;
+pub mod placement;
 
 pub use config::{MoeConfig, MoeSpec};
-pub use dispatch::{dispatch, dispatch_counts, Dispatch, Placement};
+pub use dispatch::{dispatch, dispatch_counts, Dispatch, DispatchMode};
 pub use expert::{ExpertMaster, ExpertWeights};
+pub use gate::{Gate, TopK};
 pub use layer::{LayerOutput, MoeLayer, SlotWeights};
 pub use master::LayerMaster;
-pub use optimal::{DispatchMode, OptimalDispatcher};
-pub use router::{Router, Routing};
+pub use optimal::OptimalDispatcher;
+pub use placement::Placement;
+
+/// The gate's former names, kept only for `agent/window.rs`, which is being
+/// rewritten for the new protocol crate; delete once it imports from [`gate`].
+#[doc(hidden)]
+pub mod router {
+    pub use super::gate::{select, TopK as Routing};
+}

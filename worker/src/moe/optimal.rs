@@ -6,31 +6,20 @@
 //! The router holds the layer's replica graph and scratch space, so one
 //! [`OptimalDispatcher`] is built per layer and plan and reused per batch.
 
-use ballast_solver::routing::{Router, Routing as SlotRouting};
+use ballast_solver::routing::{Router, Routing};
 use ballast_solver::{Plan, Topology, TopologySpec};
 
 use crate::error::{ConfigError, MoeError};
-use crate::moe::dispatch::{dispatch_counts, Dispatch, Placement};
-use crate::moe::router::Routing;
-
-/// How a batch's assignments are split among an expert's replicas.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DispatchMode {
-    /// Evenly, ignoring any `replica_share` in the plan.
-    Even,
-    /// By the plan's `replica_share` (evenly where the plan has none).
-    Share,
-    /// Exactly optimal per batch: the smallest possible largest GPU load.
-    Optimal,
-}
+use crate::moe::dispatch::{dispatch_counts, Dispatch};
+use crate::moe::gate::TopK;
+use crate::moe::placement::Placement;
 
 /// Routes batches of one layer optimally under one placement.
 #[derive(Debug)]
 pub struct OptimalDispatcher {
     placement: Placement,
     router: Router,
-    scratch: SlotRouting,
+    scratch: Routing,
 }
 
 impl OptimalDispatcher {
@@ -70,7 +59,7 @@ impl OptimalDispatcher {
         Ok(OptimalDispatcher {
             placement,
             router,
-            scratch: SlotRouting::new(),
+            scratch: Routing::new(),
         })
     }
 
@@ -80,7 +69,7 @@ impl OptimalDispatcher {
 
     /// Routes `routing`'s assignments so that the busiest GPU gets as few as
     /// any assignment to replicas allows.
-    pub fn dispatch(&mut self, routing: &Routing) -> Result<Dispatch, MoeError> {
+    pub fn dispatch(&mut self, routing: &TopK) -> Result<Dispatch, MoeError> {
         let counts = routing.expert_counts();
         self.router.route(&counts, &mut self.scratch)?;
         Ok(dispatch_counts(
@@ -97,11 +86,11 @@ mod tests {
     use crate::matrix::Matrix;
     use crate::moe::config::{small_spec, MoeConfig};
     use crate::moe::dispatch::dispatch;
-    use crate::moe::router::select;
+    use crate::moe::gate::select;
     use proptest::prelude::*;
 
     /// A skewed routing of `tokens` tokens over 16 experts.
-    fn routing(tokens: usize, seed: u64) -> Routing {
+    fn routing(tokens: usize, seed: u64) -> TopK {
         let config = MoeConfig::new(small_spec()).unwrap();
         let scores = Matrix::from_fn(tokens, 16, |t, e| {
             let h = (t as u64 * 2654435761 + e as u64 * 40503 + seed * 97) % 1000;

@@ -19,9 +19,9 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::error::NodeError;
-use crate::moe::dispatch::Placement;
 use crate::moe::expert::ExpertWeights;
 use crate::moe::layer::SlotWeights;
+use crate::moe::placement::Placement;
 pub use moves::{Move, Source};
 pub use shape::NodeShape;
 

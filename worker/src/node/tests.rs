@@ -5,10 +5,10 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::*;
+use crate::fp8::quant::ScaleMode;
 use crate::moe::config::{small_spec, MoeConfig};
 use crate::moe::master::LayerMaster;
 use crate::moe::MoeLayer;
-use crate::quant::ScaleMode;
 use crate::random::normal_matrix;
 
 const LAYERS: usize = 2;

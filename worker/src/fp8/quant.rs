@@ -16,7 +16,7 @@
 use rayon::prelude::*;
 
 use crate::error::{QuantError, ShapeError};
-use crate::fp8;
+use crate::fp8::e4m3;
 use crate::matrix::Matrix;
 
 /// Width of an activation tile and side of a weight block.
@@ -38,7 +38,7 @@ pub enum ScaleMode {
 impl ScaleMode {
     /// The scale for a tile whose largest magnitude is `amax`.
     pub fn scale_for(self, amax: f32) -> f32 {
-        let exact = amax.max(AMAX_FLOOR) / fp8::MAX;
+        let exact = amax.max(AMAX_FLOOR) / e4m3::MAX;
         match self {
             ScaleMode::Exact => exact,
             ScaleMode::PowerOfTwo => next_power_of_two(exact),
@@ -87,7 +87,7 @@ fn amax(values: &[f32]) -> f32 {
 fn encode_scaled(src: &[f32], scale: f32, dst: &mut [u8]) {
     let inverse = 1.0 / scale;
     for (d, &v) in dst.iter_mut().zip(src) {
-        *d = fp8::encode(v * inverse);
+        *d = e4m3::encode(v * inverse);
     }
 }
 
@@ -165,7 +165,7 @@ impl QuantizedActivations {
     /// The f32 values the codes and scales stand for.
     pub fn dequantize(&self) -> Matrix<f32> {
         Matrix::from_fn(self.rows, self.cols, |r, c| {
-            fp8::decode(self.codes[r * self.cols + c]) * self.scale(r, c / BLOCK)
+            e4m3::decode(self.codes[r * self.cols + c]) * self.scale(r, c / BLOCK)
         })
     }
 

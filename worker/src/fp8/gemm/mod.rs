@@ -5,18 +5,19 @@
 //! Each 128-element K block is summed in f32 (products of two E4M3 values are
 //! exact in f32), multiplied by `f32(s_a · s_b)` and accumulated into C in
 //! f32 in K-block order: DeepSeek-V3's "promotion every N_C = 128" with a
-//! better-than-tensor-core block accumulator (see `accuracy::tensor_core` for
-//! the hardware's). The output is f32 or BF16 (round to nearest even).
+//! better-than-tensor-core block accumulator (see
+//! [`tensor_core`](crate::fp8::tensor_core) for the hardware's). The output
+//! is f32 or BF16 (round to nearest even).
 //!
 //! Speed on CPU comes from decoding FP8 to f32 while packing (a table for
-//! tokens, SIMD bit manipulation for weight panels), a 6×16 AVX2/FMA
-//! micro-kernel selected at run time, and rayon across output tiles of all
-//! problems. Results do not depend on the thread count.
+//! tokens, SIMD bit manipulation for weight panels, [`stream`]), a 6×16
+//! AVX2/FMA micro-kernel selected at run time ([`isa`]), and rayon across
+//! output tiles of all problems. Results do not depend on the thread count.
 //!
 //! ```
-//! use ballast_worker::gemm::{gemm, PackedWeights};
+//! use ballast_worker::fp8::gemm::{gemm, PackedWeights};
+//! use ballast_worker::fp8::quant::{QuantizedActivations, QuantizedWeights, ScaleMode};
 //! use ballast_worker::matrix::Matrix;
-//! use ballast_worker::quant::{QuantizedActivations, QuantizedWeights, ScaleMode};
 //!
 //! let x = Matrix::from_fn(3, 256, |t, k| ((t + k) % 7) as f32 - 3.0);
 //! let w = Matrix::from_fn(128, 256, |n, k| if n == k { 1.0 } else { 0.0 });
@@ -29,17 +30,19 @@
 //! ```
 
 mod driver;
+pub mod isa;
 mod kernel;
 mod packed;
+pub mod stream;
 
 use half::bf16;
 
 pub use packed::PackedWeights;
 
 use crate::error::ShapeError;
-use crate::isa::Isa;
+use crate::fp8::quant::QuantizedActivations;
 use crate::matrix::Matrix;
-use crate::quant::QuantizedActivations;
+use isa::Isa;
 
 /// Rows of C per micro-kernel call.
 pub const MR: usize = 6;
@@ -114,7 +117,7 @@ pub fn gemm(a: &QuantizedActivations, b: &PackedWeights) -> Result<Matrix<f32>, 
 mod tests {
     use super::*;
     use crate::accuracy::reference;
-    use crate::quant::{QuantizedWeights, ScaleMode};
+    use crate::fp8::quant::{QuantizedWeights, ScaleMode};
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
 

@@ -1,12 +1,13 @@
-//! DeepSeek-V3's router: sigmoid affinities, a per-expert bias that steers
-//! selection only, and group-limited top-k.
+//! DeepSeek-V3's gate (the MoE router; not the SwiGLU gate projection of
+//! [`expert`](crate::moe::expert)): sigmoid affinities, a per-expert bias that
+//! steers selection only, and group-limited top-k.
 //!
 //! For each token: `s = sigmoid(x · W_rᵀ)`; the biased scores `s + b` decide
 //! everything about selection — each group's score is the sum of its two best
 //! biased scores, the best `topk_groups` groups survive, and the best `top_k`
 //! experts inside them are chosen — while the gates use the unbiased `s`,
 //! normalized over the chosen experts and multiplied by `routed_scaling`.
-//! Ties go to the lower index, so routing is deterministic.
+//! Ties go to the lower index, so selection is deterministic.
 
 use std::cmp::Ordering;
 
@@ -16,16 +17,17 @@ use crate::error::ShapeError;
 use crate::matrix::Matrix;
 use crate::moe::config::MoeConfig;
 
-/// Which experts each token uses and with what weight.
+/// What the gate decided for a batch: each token's top-k experts and the
+/// weight (gate) of each in the token's output.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Routing {
+pub struct TopK {
     num_experts: usize,
     top_k: usize,
     experts: Vec<u32>,
     gates: Vec<f32>,
 }
 
-impl Routing {
+impl TopK {
     /// Tokens routed.
     pub fn tokens(&self) -> usize {
         self.experts.len() / self.top_k
@@ -35,7 +37,7 @@ impl Routing {
         self.top_k
     }
 
-    /// Logical experts of the layer this routing is for.
+    /// Logical experts of the layer this selection is for.
     pub fn num_experts(&self) -> usize {
         self.num_experts
     }
@@ -60,14 +62,14 @@ impl Routing {
     }
 }
 
-/// Router weights (`num_experts × hidden`) and selection bias.
+/// Gate weights (`num_experts × hidden`) and selection bias.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Router {
+pub struct Gate {
     weight: Matrix<f32>,
     bias: Vec<f32>,
 }
 
-impl Router {
+impl Gate {
     /// Checks that `weight` is `num_experts × hidden` and `bias` has one
     /// finite value per expert.
     pub fn new(
@@ -91,7 +93,7 @@ impl Router {
                 actual: bias.iter().filter(|b| b.is_finite()).count(),
             });
         }
-        Ok(Router { weight, bias })
+        Ok(Gate { weight, bias })
     }
 
     /// Sigmoid affinities, `tokens × num_experts`, computed in f32.
@@ -114,8 +116,8 @@ impl Router {
         scores
     }
 
-    /// Routes `hidden` (`tokens × hidden`).
-    pub fn route(&self, config: &MoeConfig, hidden: &Matrix<f32>) -> Routing {
+    /// Routes `hidden` (`tokens × hidden`): each token's top-k experts and gates.
+    pub fn route(&self, config: &MoeConfig, hidden: &Matrix<f32>) -> TopK {
         select(config, &self.scores(hidden), &self.bias)
     }
 }
@@ -158,7 +160,7 @@ struct Ranking {
 ///
 /// # Panics
 /// If `scores` or `bias` do not have `num_experts` columns (a caller bug).
-pub fn select(config: &MoeConfig, scores: &Matrix<f32>, bias: &[f32]) -> Routing {
+pub fn select(config: &MoeConfig, scores: &Matrix<f32>, bias: &[f32]) -> TopK {
     let (num_experts, top_k) = (config.num_experts(), config.top_k());
     assert_eq!(scores.cols(), num_experts, "score columns");
     assert_eq!(bias.len(), num_experts, "bias length");
@@ -212,7 +214,7 @@ pub fn select(config: &MoeConfig, scores: &Matrix<f32>, bias: &[f32]) -> Routing
                 }
             },
         );
-    Routing {
+    TopK {
         num_experts,
         top_k,
         experts,
@@ -266,7 +268,7 @@ mod tests {
     fn router_scores_are_sigmoids_of_logits() {
         let c = config();
         let weight = Matrix::from_fn(16, 256, |e, h| if h == e { 1.0 } else { 0.0 });
-        let router = Router::new(&c, weight, vec![0.0; 16]).unwrap();
+        let gate = Gate::new(&c, weight, vec![0.0; 16]).unwrap();
         let hidden = Matrix::from_fn(2, 256, |t, h| {
             if h < 16 {
                 (t as f32 + 1.0) * (h as f32 - 8.0)
@@ -274,14 +276,14 @@ mod tests {
                 0.0
             }
         });
-        let scores = router.scores(&hidden);
+        let scores = gate.scores(&hidden);
         assert!((scores.get(0, 8) - 0.5).abs() < 1e-7);
         assert!((scores.get(1, 3) - sigmoid(-10.0)).abs() < 1e-7);
-        let routing = router.route(&c, &hidden);
+        let routing = gate.route(&c, &hidden);
         assert_eq!(routing.tokens(), 2);
         assert_eq!(routing.expert_counts().iter().sum::<u64>(), 8);
-        assert!(Router::new(&c, Matrix::zeros(15, 256), vec![0.0; 16]).is_err());
-        assert!(Router::new(&c, Matrix::zeros(16, 256), vec![f32::NAN; 16]).is_err());
+        assert!(Gate::new(&c, Matrix::zeros(15, 256), vec![0.0; 16]).is_err());
+        assert!(Gate::new(&c, Matrix::zeros(16, 256), vec![f32::NAN; 16]).is_err());
     }
 
     #[test]

@@ -8,8 +8,8 @@
 //! decode to ±480 this way, so callers pass only codes produced by quantizing
 //! finite values (every FP8 container in this crate guarantees that).
 
-use crate::fp8::{decode_table, is_nan_code};
-use crate::isa::Isa;
+use crate::fp8::e4m3::{decode_table, is_nan_code};
+use crate::fp8::gemm::isa::Isa;
 
 /// Decodes `src` into `dst` (equal lengths) with the given instruction set.
 ///
@@ -68,7 +68,7 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fp8::decode_reference;
+    use crate::fp8::e4m3::decode_reference;
 
     #[test]
     fn every_path_decodes_every_finite_code_exactly() {

@@ -10,9 +10,9 @@
 //! Both paths below perform the same fused multiply-adds in the same order,
 //! so they agree bit for bit (tests check that).
 
-use crate::gemm::{MR, NR};
-use crate::isa::Isa;
-use crate::quant::BLOCK;
+use crate::fp8::gemm::isa::Isa;
+use crate::fp8::gemm::{MR, NR};
+use crate::fp8::quant::BLOCK;
 
 /// Operands of one micro-kernel call.
 ///
@@ -81,8 +81,8 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use super::Block;
-    use crate::gemm::{MR, NR};
-    use crate::quant::BLOCK;
+    use crate::fp8::gemm::{MR, NR};
+    use crate::fp8::quant::BLOCK;
 
     pub(super) unsafe fn run(block: &Block<'_>) {
         match block.rows {

@@ -14,9 +14,9 @@
 
 use rayon::prelude::*;
 
-use crate::fp8;
+use crate::fp8::e4m3;
+use crate::fp8::quant::{QuantizedActivations, QuantizedWeights, BLOCK};
 use crate::matrix::Matrix;
-use crate::quant::{QuantizedActivations, QuantizedWeights, BLOCK};
 
 /// Parameters of the limited-precision accumulator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,7 +85,7 @@ pub fn emulate_gemm(
     model: AccumulatorModel,
 ) -> Matrix<f64> {
     assert_eq!(a.cols(), w.cols(), "emulate_gemm: inner dimensions differ");
-    let table = fp8::decode_table();
+    let table = e4m3::decode_table();
     let decode = |codes: &[u8]| -> Vec<f64> {
         codes
             .iter()

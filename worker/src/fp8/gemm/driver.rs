@@ -11,11 +11,12 @@
 use half::bf16;
 use rayon::prelude::*;
 
-use crate::fp8::{decode_table, stream};
-use crate::gemm::kernel::{self, Block};
-use crate::gemm::{GemmProblem, Output, PackedWeights, MR, NR};
-use crate::isa::Isa;
-use crate::quant::{QuantizedActivations, BLOCK};
+use crate::fp8::e4m3::decode_table;
+use crate::fp8::gemm::isa::Isa;
+use crate::fp8::gemm::kernel::{self, Block};
+use crate::fp8::gemm::stream;
+use crate::fp8::gemm::{GemmProblem, Output, PackedWeights, MR, NR};
+use crate::fp8::quant::{QuantizedActivations, BLOCK};
 
 /// Rows of C per tile (a multiple of MR).
 const MC: usize = 144;

@@ -2,8 +2,8 @@
 
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::gemm::NR;
-use crate::quant::{QuantizedWeights, BLOCK};
+use crate::fp8::gemm::NR;
+use crate::fp8::quant::{QuantizedWeights, BLOCK};
 
 /// FP8 weights (`rows` output features × `cols` input features) stored as
 /// panels of [`NR`] output features: panel `p` holds, for each `k`, the codes
@@ -86,8 +86,8 @@ impl PackedWeights {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fp8::quant::ScaleMode;
     use crate::matrix::Matrix;
-    use crate::quant::ScaleMode;
 
     fn weights() -> QuantizedWeights {
         let w = Matrix::from_fn(128, 256, |r, c| ((r * 13 + c * 5) % 41) as f32 - 20.0);

@@ -1,5 +1,6 @@
-//! The instruction sets the hot loops can use, detected once at run time so one
-//! binary runs everywhere and still uses AVX2/FMA where the CPU has them.
+//! The instruction sets the GEMM's hot loops (bulk FP8 decode, micro-kernel) can
+//! use, detected once at run time so one binary runs everywhere and still uses
+//! AVX2/FMA where the CPU has them.
 
 use std::sync::OnceLock;
 
