@@ -5,16 +5,16 @@
 
 use std::sync::Arc;
 
+use ballast_protocol::{PlanDocument, PlanFigures, PlanStats};
 use ballast_solver::{score, LoadMatrix, Plan, Topology};
 use serde::Serialize;
-use serde_json::{json, Map, Value};
 use thiserror::Error;
 use tracing::{info, info_span, Instrument};
 
 use super::candidate::{self, Candidate, CandidateError, CandidateInput};
 use super::decide::{self, Evidence, Reason, Verdict};
 use super::estimate;
-use crate::registry::{ClusterEntry, ClusterInfo, PublishedPlan};
+use crate::plan_cache::{ClusterEntry, ClusterInfo, PublishedPlan};
 use crate::state::{now_ms, AppState};
 use crate::store::decisions::DecisionRow;
 use crate::store::plans::{NewPlan, PublishOutcome};
@@ -48,7 +48,7 @@ pub struct Figures {
 pub enum Outcome {
     Published(Arc<PublishedPlan>),
     Skipped,
-    DryRun(Value),
+    DryRun(Box<PlanDocument>),
 }
 
 #[derive(Debug)]
@@ -293,7 +293,7 @@ async fn cycle(
             &figures,
         );
         return Ok(Report {
-            outcome: Outcome::DryRun(doc),
+            outcome: Outcome::DryRun(Box::new(doc)),
             reason: verdict.reason.as_str(),
             detail,
             figures,
@@ -335,8 +335,8 @@ async fn cycle(
                 NewPlan {
                     lineage,
                     reason: verdict.reason.as_str().into(),
-                    stats: doc.get("stats").map(Value::to_string).unwrap_or_default(),
-                    document: doc.to_string(),
+                    stats: doc.stats.to_json(),
+                    document: doc.to_json(),
                 }
             },
             Some(row),
@@ -353,7 +353,7 @@ async fn cycle(
                 topology: topology.clone(),
                 plan: candidate.plan.clone(),
                 body: row.document.clone().into(),
-                etag: crate::registry::etag(row.version),
+                etag: crate::plan_cache::etag(row.version),
             });
             state.registry.announce(cluster, published.clone());
             let m = &state.metrics;
@@ -453,27 +453,19 @@ fn document(
     topology: &Topology,
     candidate: &Candidate,
     figures: &Figures,
-) -> Value {
+) -> PlanDocument {
     // Without `log2phy`/`logcnt`: they derive from `phy2log` and are ten
     // times its size (decode: 0.9 MB of 1 MB), which every poller would
     // download. Engines that want them ask for an export (`?format=`).
-    let mut doc: Map<String, Value> = candidate.plan.to_core_document();
-    let mut stats = match serde_json::to_value(&candidate.stats) {
-        Ok(Value::Object(map)) => map,
-        _ => Map::new(),
-    };
-    if let Ok(Value::Object(extra)) = serde_json::to_value(figures) {
-        stats.extend(extra);
+    PlanDocument {
+        phy2log: candidate.plan.phy2log().to_vec(),
+        replica_share: candidate.plan.replica_share().map(<[Vec<f64>]>::to_vec),
+        cluster: cluster.to_owned(),
+        version,
+        lineage,
+        created_at: crate::api::rfc3339(created_at_ms),
+        reason: reason.as_str().to_owned(),
+        topology: Some(topology.to_spec()),
+        stats: PlanStats::new(&candidate.stats, &PlanFigures::from(figures)),
     }
-    doc.insert("cluster".into(), json!(cluster));
-    doc.insert("version".into(), json!(version));
-    doc.insert("lineage".into(), json!(lineage));
-    doc.insert(
-        "created_at".into(),
-        json!(crate::api::rfc3339(created_at_ms)),
-    );
-    doc.insert("reason".into(), json!(reason.as_str()));
-    doc.insert("topology".into(), json!(topology.to_spec()));
-    doc.insert("stats".into(), Value::Object(stats));
-    Value::Object(doc)
 }
