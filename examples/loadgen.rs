@@ -16,9 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
-use ballast::domain::window_binary::{self, ValueType};
-use ballast::domain::{RawLoad, RawWindow};
 use ballast::{Application, ServeArgs};
+use ballast_protocol::window_binary::{self, ValueType};
+use ballast_protocol::{RawLoad, RawWindow};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::Value;
 use sqlx::Connection;

@@ -9,7 +9,7 @@
 //!
 //! A request's path: [`api`] (HTTP, auth, errors) → [`domain`] (parsing and
 //! validation) → [`store`] (SQLite or PostgreSQL through one code path) →
-//! [`registry`] (in-memory latest plans and their watchers). The planner
+//! [`plan_cache`] (in-memory latest plans and their watchers). The planner
 //! lives in [`planner_loop`]; [`service`] wires everything together.
 
 pub mod api;
@@ -19,8 +19,8 @@ pub mod config;
 pub mod domain;
 pub mod ingest_queue;
 pub mod metrics;
+pub mod plan_cache;
 pub mod planner_loop;
-pub mod registry;
 pub mod service;
 pub mod state;
 pub mod store;

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use crate::config::ServeConfig;
 use crate::ingest_queue::IngestQueue;
 use crate::metrics::Metrics;
-use crate::registry::Registry;
+use crate::plan_cache::PlanCache;
 use crate::store::Store;
 
 /// Milliseconds since the Unix epoch (the unit of every stored time).
@@ -46,7 +46,7 @@ pub struct AppState {
     pub store: Arc<Store>,
     /// Telemetry windows on their way into the store (group commit).
     pub ingest: IngestQueue,
-    pub registry: Arc<Registry>,
+    pub registry: Arc<PlanCache>,
     pub metrics: Arc<Metrics>,
     pub heartbeat: Arc<Heartbeat>,
     /// Flips to `true` when the service starts shutting down; long-polls and

@@ -8,6 +8,8 @@ use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use ballast_protocol::ErrorCode;
+
 use super::error::ApiError;
 use crate::state::AppState;
 
@@ -37,7 +39,7 @@ fn check(state: &AppState, req: &Request, role: Role) -> Result<(), ApiError> {
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::UNAUTHORIZED,
-                "unauthorized",
+                ErrorCode::Unauthorized,
                 "missing `Authorization: Bearer <token>`",
             )
         })?;
@@ -54,13 +56,13 @@ fn check(state: &AppState, req: &Request, role: Role) -> Result<(), ApiError> {
     } else if role == Role::Admin && matches(&tokens.worker) {
         Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "forbidden",
+            ErrorCode::Forbidden,
             "this route needs the admin token",
         ))
     } else {
         Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            ErrorCode::Unauthorized,
             "the bearer token is not valid",
         ))
     }

@@ -6,24 +6,27 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
+use ballast_protocol::{
+    Cluster, ClusterList, ClusterSummary, ErrorCode, TopologyUpdate, WorkerCounts,
+};
 use ballast_solver::Topology;
-use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::{cluster_entry, parse_cluster, rfc3339};
-use crate::registry::ClusterInfo;
+use crate::plan_cache::ClusterInfo;
 use crate::state::{now_ms, AppState};
 
 pub async fn put(
     State(state): State<AppState>,
     Path(cluster): Path<String>,
     body: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<TopologyUpdate>), ApiError> {
     let name = parse_cluster(&cluster)?;
-    let text = std::str::from_utf8(&body)
-        .map_err(|_| ApiError::bad_request("invalid_topology", "the body is not UTF-8 text"))?;
+    let text = std::str::from_utf8(&body).map_err(|_| {
+        ApiError::bad_request(ErrorCode::InvalidTopology, "the body is not UTF-8 text")
+    })?;
     let topology = Topology::from_json(text)
-        .map_err(|e| ApiError::bad_request("invalid_topology", e.to_string()))?;
+        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidTopology, e.to_string()))?;
     let outcome = state
         .store
         .put_cluster(name.as_str(), &topology, now_ms())
@@ -56,58 +59,58 @@ pub async fn put(
     };
     Ok((
         status,
-        Json(json!({
-            "cluster": name.as_str(),
-            "created": outcome.created,
-            "changed": outcome.changed,
-            "lineage": outcome.lineage,
-            "new_lineage": new_lineage,
-            "retired_version": outcome.retired_version,
-            "message": message,
-            "topology": topology.to_spec(),
-        })),
+        Json(TopologyUpdate {
+            cluster: name.as_str().to_owned(),
+            created: outcome.created,
+            changed: outcome.changed,
+            lineage: outcome.lineage,
+            new_lineage,
+            retired_version: outcome.retired_version,
+            message,
+            topology: topology.to_spec(),
+        }),
     ))
 }
 
 pub async fn get(
     State(state): State<AppState>,
     Path(cluster): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Cluster>, ApiError> {
     let entry = cluster_entry(&state, &cluster).await?;
     let info = entry.info();
     let workers = state.store.workers(info.name.as_str()).await?;
     let count = |f: &dyn Fn(&crate::store::workers::WorkerRow) -> bool| {
         workers.iter().filter(|w| f(w)).count()
     };
-    Ok(Json(json!({
-        "cluster": info.name.as_str(),
-        "topology": info.topology.to_spec(),
-        "lineage": info.lineage,
-        "created_at": rfc3339(info.created_at_ms),
-        "updated_at": rfc3339(info.updated_at_ms),
-        "latest_version": entry.latest().map(|p| p.version),
-        "workers": {
-            "up": count(&|w| w.last_seen_at_ms.is_some() && w.down_since_ms.is_none()),
-            "down": count(&|w| w.down_since_ms.is_some()),
-            "unknown": count(&|w| w.last_seen_at_ms.is_none()),
+    Ok(Json(Cluster {
+        cluster: info.name.as_str().to_owned(),
+        topology: info.topology.to_spec(),
+        lineage: info.lineage,
+        created_at: rfc3339(info.created_at_ms),
+        updated_at: rfc3339(info.updated_at_ms),
+        latest_version: entry.latest().map(|p| p.version),
+        workers: WorkerCounts {
+            up: count(&|w| w.last_seen_at_ms.is_some() && w.down_since_ms.is_none()),
+            down: count(&|w| w.down_since_ms.is_some()),
+            unknown: count(&|w| w.last_seen_at_ms.is_none()),
         },
-    })))
+    }))
 }
 
-pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub async fn list(State(state): State<AppState>) -> Result<Json<ClusterList>, ApiError> {
     state.registry.sync().await?;
-    let clusters: Vec<Value> = state
+    let clusters = state
         .registry
         .entries()
         .iter()
         .map(|entry| {
             let info = entry.info();
-            json!({
-                "cluster": info.name.as_str(),
-                "lineage": info.lineage,
-                "latest_version": entry.latest().map(|p| p.version),
-            })
+            ClusterSummary {
+                cluster: info.name.as_str().to_owned(),
+                lineage: info.lineage,
+                latest_version: entry.latest().map(|p| p.version),
+            }
         })
         .collect();
-    Ok(Json(json!({ "clusters": clusters })))
+    Ok(Json(ClusterList { clusters }))
 }

@@ -3,9 +3,9 @@
 
 use axum::extract::{Path, Query, State};
 use axum::Json;
+use ballast_protocol::{ErrorCode, GpuDiff, LayerDiff, PlanDiff};
 use ballast_solver::score;
 use serde::Deserialize;
-use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::{cluster_entry, parse_version};
@@ -53,7 +53,7 @@ pub async fn diff(
     State(state): State<AppState>,
     Path((cluster, version)): Path<(String, String)>,
     Query(query): Query<DiffQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PlanDiff>, ApiError> {
     let entry = cluster_entry(&state, &cluster).await?;
     let to_version = parse_version(&version)?;
     let from_version = query.from.unwrap_or(to_version - 1);
@@ -64,7 +64,7 @@ pub async fn diff(
         async move {
             state.registry.plan(&entry, v).await?.ok_or_else(|| {
                 ApiError::not_found(
-                    "plan_not_found",
+                    ErrorCode::PlanNotFound,
                     format!("cluster {cluster} has no plan version {v}"),
                 )
             })
@@ -74,7 +74,7 @@ pub async fn diff(
     let from = fetch(from_version).await?;
     if from.lineage != to.lineage {
         return Err(ApiError::conflict(
-            "lineage_mismatch",
+            ErrorCode::LineageMismatch,
             format!(
                 "versions {from_version} and {to_version} were made for different topologies (lineages {} and {})",
                 from.lineage, to.lineage
@@ -99,30 +99,30 @@ pub async fn diff(
             if !load.is_empty() || !evict.is_empty() {
                 loads += load.len();
                 evictions += evict.len();
-                layers.push(json!({ "layer": layer, "load": load, "evict": evict }));
+                layers.push(LayerDiff { layer, load, evict });
             }
         }
         if !layers.is_empty() {
             total += loads;
-            gpus.push(json!({
-                "gpu": gpu,
-                "worker": WorkerName::of_gpu(gpu, topology).as_str(),
-                "loads": loads,
-                "evictions": evictions,
-                "bytes": bytes_per_expert.map(|b| b * loads as u64),
-                "layers": layers,
-            }));
+            gpus.push(GpuDiff {
+                gpu,
+                worker: WorkerName::of_gpu(gpu, topology).as_str().to_owned(),
+                loads,
+                evictions,
+                bytes: bytes_per_expert.map(|b| b * loads as u64),
+                layers,
+            });
         }
     }
     debug_assert_eq!(total, score::migrations(topology, &from.plan, &to.plan));
-    Ok(Json(json!({
-        "cluster": cluster,
-        "from": from_version,
-        "to": to_version,
-        "migrations": total,
-        "bytes": bytes_per_expert.map(|b| b * total as u64),
-        "gpus": gpus,
-    })))
+    Ok(Json(PlanDiff {
+        cluster,
+        from: from_version,
+        to: to_version,
+        migrations: total,
+        bytes: bytes_per_expert.map(|b| b * total as u64),
+        gpus,
+    }))
 }
 
 #[cfg(test)]

@@ -1,10 +1,10 @@
-//! API errors: a status, a stable machine-readable `code` and a human
-//! `message`, always sent as `{"code": .., "message": ..}`.
+//! API errors: a status, a stable machine-readable [`ErrorCode`] and a
+//! human `message`, always sent as the protocol's [`ErrorBody`].
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Serialize;
+use ballast_protocol::{ErrorBody, ErrorCode};
 use tracing::error;
 
 use crate::ingest_queue::IngestError;
@@ -16,18 +16,12 @@ use ballast_policy::CandidateError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    code: &'a str,
-    message: &'a str,
-}
-
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -35,32 +29,36 @@ impl ApiError {
         }
     }
 
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
-    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn not_found(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, code, message)
     }
 
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn conflict(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, code, message)
     }
 
-    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn unprocessable(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            message,
+        )
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Body {
+        let body = ErrorBody {
             code: self.code,
-            message: &self.message,
+            message: self.message,
         };
         (self.status, Json(body)).into_response()
     }
@@ -93,14 +91,16 @@ impl From<IngestError> for ApiError {
 impl From<CycleError> for ApiError {
     fn from(err: CycleError) -> Self {
         match err {
-            CycleError::NoTelemetry => ApiError::conflict("no_telemetry", err.to_string()),
-            CycleError::Superseded { .. } => ApiError::conflict("superseded", err.to_string()),
+            CycleError::NoTelemetry => ApiError::conflict(ErrorCode::NoTelemetry, err.to_string()),
+            CycleError::Superseded { .. } => {
+                ApiError::conflict(ErrorCode::Superseded, err.to_string())
+            }
             CycleError::Candidate(CandidateError::Capacity { .. }) => {
-                ApiError::conflict("insufficient_capacity", err.to_string())
+                ApiError::conflict(ErrorCode::InsufficientCapacity, err.to_string())
             }
             CycleError::Candidate(_) | CycleError::Join(_) => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "solve_failed",
+                ErrorCode::SolveFailed,
                 err.to_string(),
             ),
             CycleError::Store(e) => e.into(),

@@ -6,15 +6,17 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
-use serde_json::{json, Value};
+use ballast_protocol::{Check, Health, HealthStatus, PlannerCheck, Readiness, ReadinessChecks};
 
 use crate::state::AppState;
 
-pub async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+pub async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: HealthStatus::Ok,
+    })
 }
 
-pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let database = state.store.ping().await;
     let migrations = match &database {
         Ok(()) => state
@@ -30,18 +32,24 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
     let database_ok = database.is_ok();
     let migrations_ok = matches!(migrations, Ok(true));
     let ready = database_ok && migrations_ok && planner_ok;
-    let body = json!({
-        "ready": ready,
-        "checks": {
-            "database": { "ok": database_ok, "error": database.err().map(|e| e.to_string()) },
-            "migrations": { "ok": migrations_ok, "error": migrations.err() },
-            "planner": {
-                "ok": planner_ok,
-                "last_progress_seconds_ago": age.map(|a| a.as_secs_f64()),
-                "stall_timeout_seconds": stall.as_secs_f64(),
+    let body = Readiness {
+        ready,
+        checks: ReadinessChecks {
+            database: Check {
+                ok: database_ok,
+                error: database.err().map(|e| e.to_string()),
+            },
+            migrations: Check {
+                ok: migrations_ok,
+                error: migrations.err(),
+            },
+            planner: PlannerCheck {
+                ok: planner_ok,
+                last_progress_seconds_ago: age.map(|a| a.as_secs_f64()),
+                stall_timeout_seconds: stall.as_secs_f64(),
             },
         },
-    });
+    };
     let status = if ready {
         StatusCode::OK
     } else {

@@ -1,7 +1,8 @@
 //! The HTTP API. [`routes`] is the one table of every route, its access
 //! level and handler; the router and the OpenAPI consistency test both read
-//! it. Every error, including the framework's own (unknown route, body too
-//! large, bad query), leaves as `{"code": .., "message": ..}`.
+//! it. Every body is a `ballast_protocol` type; every error, including the
+//! framework's own (unknown route, body too large, bad query), leaves as
+//! the protocol's `{"code": .., "message": ..}`.
 
 pub mod auth;
 pub mod clusters;
@@ -9,6 +10,8 @@ pub mod diff;
 pub mod error;
 pub mod health;
 pub mod openapi;
+#[cfg(test)]
+mod openapi_agreement;
 pub mod plans;
 pub mod rebalance;
 pub mod stream;
@@ -31,8 +34,10 @@ use tower_http::request_id::{
 };
 use tower_http::trace::TraceLayer;
 
+use ballast_protocol::ErrorCode;
+
 use crate::domain::ClusterName;
-use crate::registry::ClusterEntry;
+use crate::plan_cache::ClusterEntry;
 use crate::state::AppState;
 use error::ApiError;
 
@@ -182,7 +187,7 @@ pub fn router(state: AppState) -> Router {
     }
     let header = header::HeaderName::from_static("x-request-id");
     router
-        .fallback(|| async { ApiError::not_found("not_found", "no such route") })
+        .fallback(|| async { ApiError::not_found(ErrorCode::NotFound, "no such route") })
         .layer(from_fn_with_state(state.clone(), record_metrics))
         .layer(from_fn(json_errors))
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
@@ -235,13 +240,13 @@ async fn json_errors(req: Request, next: Next) -> Response {
         return response;
     }
     let code = match status {
-        StatusCode::BAD_REQUEST => "bad_request",
-        StatusCode::NOT_FOUND => "not_found",
-        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        StatusCode::UNPROCESSABLE_ENTITY => "unprocessable",
-        _ => "error",
+        StatusCode::BAD_REQUEST => ErrorCode::BadRequest,
+        StatusCode::NOT_FOUND => ErrorCode::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
+        StatusCode::UNPROCESSABLE_ENTITY => ErrorCode::Unprocessable,
+        _ => ErrorCode::Error,
     };
     let text = axum::body::to_bytes(response.into_body(), 64 * 1024)
         .await
@@ -263,13 +268,13 @@ pub fn rfc3339(ms: i64) -> String {
 
 pub(crate) fn parse_cluster(name: &str) -> Result<ClusterName, ApiError> {
     ClusterName::parse(name)
-        .map_err(|e| ApiError::bad_request("invalid_cluster_name", e.to_string()))
+        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidClusterName, e.to_string()))
 }
 
 pub(crate) fn parse_version(text: &str) -> Result<i64, ApiError> {
     text.parse::<i64>().ok().filter(|v| *v >= 1).ok_or_else(|| {
         ApiError::bad_request(
-            "invalid_version",
+            ErrorCode::InvalidVersion,
             format!("`{text}` is not a plan version (1, 2, ...)"),
         )
     })
@@ -283,7 +288,7 @@ pub(crate) async fn cluster_entry(
     let name = parse_cluster(name)?;
     state.registry.load(name.as_str()).await?.ok_or_else(|| {
         ApiError::not_found(
-            "cluster_not_found",
+            ErrorCode::ClusterNotFound,
             format!("cluster {name} does not exist; PUT its topology first"),
         )
     })

@@ -1,6 +1,7 @@
 //! `GET /v1/openapi.json`: the OpenAPI 3.1 document of this API, written by
-//! hand in `openapi.json` beside this file and checked against [`super::routes`]
-//! by the tests.
+//! hand in `openapi.json` beside this file. The tests check it against
+//! [`super::routes`] (here) and, field by field, against the
+//! `ballast_protocol` types every body is made of (`openapi_agreement`).
 
 use axum::http::header;
 use axum::response::IntoResponse;

@@ -9,13 +9,13 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use ballast_protocol::{ErrorCode, PlanList, PlanStats, PlanSummary};
 use ballast_solver::export::{self, Engine};
 use serde::Deserialize;
-use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::{cluster_entry, parse_version, rfc3339};
-use crate::registry::PublishedPlan;
+use crate::plan_cache::PublishedPlan;
 use crate::state::AppState;
 
 #[derive(Debug, Default, Deserialize)]
@@ -32,7 +32,7 @@ pub fn parse_wait(text: &str, max: Duration) -> Result<Duration, ApiError> {
         Ok(secs) => Duration::from_secs(secs),
         Err(_) => humantime::parse_duration(text).map_err(|_| {
             ApiError::bad_request(
-                "invalid_query",
+                ErrorCode::InvalidQuery,
                 format!("wait=`{text}` is not a duration like 30s"),
             )
         })?,
@@ -60,7 +60,7 @@ fn format_of(query: &PlanQuery) -> Result<Option<Engine>, ApiError> {
         .map(|f| {
             Engine::parse(f).ok_or_else(|| {
                 ApiError::bad_request(
-                    "invalid_query",
+                    ErrorCode::InvalidQuery,
                     format!("format=`{f}`: use sglang, vllm or trtllm"),
                 )
             })
@@ -107,9 +107,10 @@ fn respond(plan: &PublishedPlan, format: Option<Engine>) -> Response {
 
 fn not_modified(version: i64) -> Response {
     let mut response = StatusCode::NOT_MODIFIED.into_response();
-    response
-        .headers_mut()
-        .insert(header::ETAG, header_value(&crate::registry::etag(version)));
+    response.headers_mut().insert(
+        header::ETAG,
+        header_value(&crate::plan_cache::etag(version)),
+    );
     response
 }
 
@@ -151,7 +152,7 @@ pub async fn latest(
     match known {
         Some(k) => Ok(not_modified(entry.latest().map_or(k, |p| p.version.max(k)))),
         None => Err(ApiError::not_found(
-            "no_plan",
+            ErrorCode::NoPlan,
             format!("cluster {cluster} has no plan for its current topology yet"),
         )),
     }
@@ -168,7 +169,7 @@ pub async fn by_version(
     let format = format_of(&query)?;
     let plan = state.registry.plan(&entry, version).await?.ok_or_else(|| {
         ApiError::not_found(
-            "plan_not_found",
+            ErrorCode::PlanNotFound,
             format!("cluster {cluster} has no plan version {version}"),
         )
     })?;
@@ -187,26 +188,26 @@ pub async fn list(
     State(state): State<AppState>,
     Path(cluster): Path<String>,
     Query(query): Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PlanList>, ApiError> {
     let entry = cluster_entry(&state, &cluster).await?;
     let info = entry.info();
     let limit = query.limit.unwrap_or(20).clamp(1, 1000);
-    let plans: Vec<Value> = state
+    let plans = state
         .store
         .plan_summaries(info.name.as_str(), limit)
         .await?
         .into_iter()
-        .map(|p| {
-            json!({
-                "version": p.version,
-                "lineage": p.lineage,
-                "created_at": rfc3339(p.created_at_ms),
-                "reason": p.reason,
-                "stats": serde_json::from_str::<Value>(&p.stats).unwrap_or(Value::Null),
-            })
+        .map(|p| PlanSummary {
+            version: p.version,
+            lineage: p.lineage,
+            created_at: rfc3339(p.created_at_ms),
+            reason: p.reason,
+            stats: serde_json::from_str::<PlanStats>(&p.stats).ok(),
         })
         .collect();
-    Ok(Json(
-        json!({ "cluster": info.name.as_str(), "lineage": info.lineage, "plans": plans }),
-    ))
+    Ok(Json(PlanList {
+        cluster: info.name.as_str().to_owned(),
+        lineage: info.lineage,
+        plans,
+    }))
 }

@@ -3,8 +3,8 @@
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
+use ballast_protocol::RebalanceResult;
 use serde::Deserialize;
-use serde_json::{json, Value};
 
 use super::cluster_entry;
 use super::error::ApiError;
@@ -21,7 +21,7 @@ pub async fn post(
     State(state): State<AppState>,
     Path(cluster): Path<String>,
     Query(query): Query<RebalanceQuery>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<RebalanceResult>), ApiError> {
     let entry = cluster_entry(&state, &cluster).await?;
     let report = cycle::run(
         &state,
@@ -33,20 +33,20 @@ pub async fn post(
     .await?;
     let (status, published, version, candidate) = match report.outcome {
         Outcome::Published(plan) => (StatusCode::CREATED, true, Some(plan.version), None),
-        Outcome::DryRun(doc) => (StatusCode::OK, false, None, Some(doc)),
+        Outcome::DryRun(doc) => (StatusCode::OK, false, None, Some(*doc)),
         Outcome::Skipped => (StatusCode::OK, false, None, None),
     };
     Ok((
         status,
-        Json(json!({
-            "cluster": cluster,
-            "dry_run": query.dry_run,
-            "published": published,
-            "version": version,
-            "reason": report.reason,
-            "detail": report.detail,
-            "figures": report.figures,
-            "candidate": candidate,
-        })),
+        Json(RebalanceResult {
+            cluster,
+            dry_run: query.dry_run,
+            published,
+            version,
+            reason: report.reason.to_owned(),
+            detail: report.detail,
+            figures: report.figures,
+            candidate,
+        }),
     ))
 }

@@ -30,7 +30,7 @@ pub async fn stream(
     let events = stream::unfold(
         (rx, last_seen, state),
         |(mut rx, last_seen, state)| async move {
-            let newer = |p: &Option<std::sync::Arc<crate::registry::PublishedPlan>>| {
+            let newer = |p: &Option<std::sync::Arc<crate::plan_cache::PublishedPlan>>| {
                 p.as_ref().is_some_and(|p| p.version > last_seen)
             };
             let plan = tokio::select! {

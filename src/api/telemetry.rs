@@ -7,16 +7,18 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
+use ballast_protocol::{
+    window_binary, ErrorCode, LoadWindow, LoadWindows, RawWindow, ReceiptStatus, TelemetryReceipt,
+    WindowSpan,
+};
 use serde::Deserialize;
-use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::{cluster_entry, rfc3339};
 use crate::domain::load_codec;
-use crate::domain::window_binary;
-use crate::domain::{RawWindow, TelemetryWindow, WindowError, WindowLoad};
+use crate::domain::{TelemetryWindow, WindowError, WindowLoad};
+use crate::plan_cache::ClusterEntry;
 use crate::planner_loop::cycle::bucket_of;
-use crate::registry::ClusterEntry;
 use crate::state::{now_ms, AppState};
 use crate::store::telemetry::{IngestOutcome, StagedWindow};
 
@@ -48,7 +50,7 @@ fn encoding(headers: &HeaderMap) -> Result<Encoding, ApiError> {
     } else {
         Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             format!(
                 "Content-Type `{content_type}`: send application/json or {}",
                 window_binary::CONTENT_TYPE
@@ -59,8 +61,8 @@ fn encoding(headers: &HeaderMap) -> Result<Encoding, ApiError> {
 
 fn invalid(err: WindowError) -> ApiError {
     let code = match err {
-        WindowError::Worker(_) => "unknown_worker",
-        _ => "invalid_window",
+        WindowError::Worker(_) => ErrorCode::UnknownWorker,
+        _ => ErrorCode::InvalidWindow,
     };
     ApiError::unprocessable(code, err.to_string())
 }
@@ -70,7 +72,7 @@ pub async fn post(
     Path(cluster): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<TelemetryReceipt>), ApiError> {
     let started = Instant::now();
     let result = ingest(&state, &cluster, &headers, &body).await;
     let m = &state.metrics;
@@ -84,7 +86,10 @@ pub async fn post(
             m.ingest_windows.with_label_values(&[label]).inc();
             m.ingest_seconds.observe(started.elapsed().as_secs_f64());
         }
-        Err(err) => m.ingest_rejections.with_label_values(&[err.code]).inc(),
+        Err(err) => m
+            .ingest_rejections
+            .with_label_values(&[err.code.as_str()])
+            .inc(),
     }
     result
 }
@@ -94,7 +99,7 @@ async fn ingest(
     cluster: &str,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<TelemetryReceipt>), ApiError> {
     let encoding = encoding(headers)?;
     state
         .metrics
@@ -107,9 +112,9 @@ async fn ingest(
         Encoding::Json => RawWindow::from_json(body),
         Encoding::Binary => window_binary::decode(body),
     }
-    .map_err(|e| ApiError::bad_request("malformed_window", e.to_string()))?;
+    .map_err(|e| ApiError::bad_request(ErrorCode::MalformedWindow, e.to_string()))?;
     let now = now_ms();
-    let window = raw.validate(&info.topology, now).map_err(invalid)?;
+    let window = TelemetryWindow::from_raw(raw, &info.topology, now).map_err(invalid)?;
     let logical = logical_load(state, &entry, &window).await?;
     let bucket = bucket_of(window.end_ms, state.config.window.as_millis() as i64);
     let outcome = state
@@ -128,19 +133,26 @@ async fn ingest(
     let window_ms = state.config.window.as_millis() as i64;
     match outcome {
         IngestOutcome::Accepted | IngestOutcome::Duplicate => {
-            let accepted = outcome == IngestOutcome::Accepted;
+            let (status, receipt) = if outcome == IngestOutcome::Accepted {
+                (StatusCode::ACCEPTED, ReceiptStatus::Accepted)
+            } else {
+                (StatusCode::OK, ReceiptStatus::Duplicate)
+            };
             Ok((
-                if accepted { StatusCode::ACCEPTED } else { StatusCode::OK },
-                Json(json!({
-                    "status": if accepted { "accepted" } else { "duplicate" },
-                    "worker": window.worker.as_str(),
-                    "seq": window.seq,
-                    "window": { "start": rfc3339(bucket * window_ms), "end": rfc3339((bucket + 1) * window_ms) },
-                })),
+                status,
+                Json(TelemetryReceipt {
+                    status: receipt,
+                    worker: window.worker.as_str().to_owned(),
+                    seq: window.seq,
+                    window: WindowSpan {
+                        start: rfc3339(bucket * window_ms),
+                        end: rfc3339((bucket + 1) * window_ms),
+                    },
+                }),
             ))
         }
         IngestOutcome::NotMonotone { last_seq } => Err(ApiError::conflict(
-            "seq_not_monotone",
+            ErrorCode::SeqNotMonotone,
             format!(
                 "seq {} of worker {} is below its last accepted seq {last_seq} and was never accepted",
                 window.seq,
@@ -148,7 +160,7 @@ async fn ingest(
             ),
         )),
         IngestOutcome::UnknownWorker => Err(ApiError::unprocessable(
-            "unknown_worker",
+            ErrorCode::UnknownWorker,
             format!("worker {} is not part of the cluster's current topology", window.worker.as_str()),
         )),
     }
@@ -174,13 +186,13 @@ async fn logical_load(
                 .await?
                 .ok_or_else(|| {
                     ApiError::unprocessable(
-                        "unknown_plan_version",
+                        ErrorCode::UnknownPlanVersion,
                         format!("plan version {plan_version} does not exist"),
                     )
                 })?;
             if plan.lineage != info.lineage {
                 return Err(ApiError::conflict(
-                    "stale_plan_version",
+                    ErrorCode::StalePlanVersion,
                     format!(
                         "plan version {plan_version} belongs to an older topology (lineage {})",
                         plan.lineage
@@ -211,7 +223,7 @@ pub async fn windows(
     State(state): State<AppState>,
     Path(cluster): Path<String>,
     Query(query): Query<WindowsQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<LoadWindows>, ApiError> {
     let entry = cluster_entry(&state, &cluster).await?;
     let info = entry.info();
     let len = info.topology.num_layers() * info.topology.num_logical_experts();
@@ -228,22 +240,20 @@ pub async fn windows(
         )
         .await?;
     let window_ms = state.config.window.as_millis() as i64;
-    let windows: Vec<Value> = windows
+    let windows = windows
         .iter()
         .rev()
-        .map(|w| {
-            json!({
-                "start": rfc3339(w.bucket * window_ms),
-                "end": rfc3339((w.bucket + 1) * window_ms),
-                "worker_windows": w.windows,
-                "tokens": w.load.iter().sum::<f64>(),
-            })
+        .map(|w| LoadWindow {
+            start: rfc3339(w.bucket * window_ms),
+            end: rfc3339((w.bucket + 1) * window_ms),
+            worker_windows: w.windows,
+            tokens: w.load.iter().sum::<f64>(),
         })
         .collect();
-    Ok(Json(json!({
-        "cluster": info.name.as_str(),
-        "lineage": info.lineage,
-        "window_seconds": state.config.window.as_secs_f64(),
-        "windows": windows,
-    })))
+    Ok(Json(LoadWindows {
+        cluster: info.name.as_str().to_owned(),
+        lineage: info.lineage,
+        window_seconds: state.config.window.as_secs_f64(),
+        windows,
+    }))
 }

@@ -6,8 +6,11 @@ use std::collections::BTreeMap;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
+use ballast_protocol::{
+    AckReceipt, AckRequest, Decision, DecisionList, ErrorCode, Rollout, VersionWorkers, WorkerList,
+    WorkerState, WorkerStatus,
+};
 use serde::Deserialize;
-use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::{cluster_entry, parse_version, rfc3339};
@@ -18,54 +21,52 @@ use crate::store::workers::AckOutcome;
 pub async fn list(
     State(state): State<AppState>,
     Path(cluster): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WorkerList>, ApiError> {
     let entry = cluster_entry(&state, &cluster).await?;
     let info = entry.info();
-    let workers: Vec<Value> = state
+    let workers = state
         .store
         .workers(info.name.as_str())
         .await?
         .into_iter()
         .map(|w| {
             let status = match (w.last_seen_at_ms, w.down_since_ms) {
-                (None, _) => "unknown",
-                (Some(_), Some(_)) => "down",
-                (Some(_), None) => "up",
+                (None, _) => WorkerState::Unknown,
+                (Some(_), Some(_)) => WorkerState::Down,
+                (Some(_), None) => WorkerState::Up,
             };
-            json!({
-                "worker": w.name,
-                "gpu": w.gpu,
-                "status": status,
-                "last_seq": (w.last_seq >= 0).then_some(w.last_seq),
-                "last_seen_at": w.last_seen_at_ms.map(rfc3339),
-                "down_since": w.down_since_ms.map(rfc3339),
-                "applied_version": w.applied_version,
-                "applied_at": w.applied_at_ms.map(rfc3339),
-            })
+            WorkerStatus {
+                worker: w.name,
+                gpu: w.gpu,
+                status,
+                last_seq: (w.last_seq >= 0).then_some(w.last_seq),
+                last_seen_at: w.last_seen_at_ms.map(rfc3339),
+                down_since: w.down_since_ms.map(rfc3339),
+                applied_version: w.applied_version,
+                applied_at: w.applied_at_ms.map(rfc3339),
+            }
         })
         .collect();
-    Ok(Json(
-        json!({ "cluster": info.name.as_str(), "workers": workers }),
-    ))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AckBody {
-    version: i64,
+    Ok(Json(WorkerList {
+        cluster: info.name.as_str().to_owned(),
+        workers,
+    }))
 }
 
 pub async fn ack(
     State(state): State<AppState>,
     Path((cluster, worker)): Path<(String, String)>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AckReceipt>, ApiError> {
     let entry = cluster_entry(&state, &cluster).await?;
     let info = entry.info();
     let worker = WorkerName::parse(&worker, &info.topology)
-        .map_err(|e| ApiError::unprocessable("unknown_worker", e.to_string()))?;
-    let body: AckBody = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request("malformed_ack", format!("expected {{\"version\": N}}: {e}"))
+        .map_err(|e| ApiError::unprocessable(ErrorCode::UnknownWorker, e.to_string()))?;
+    let body: AckRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(
+            ErrorCode::MalformedAck,
+            format!("expected {{\"version\": N}}: {e}"),
+        )
     })?;
     let now = now_ms();
     match state
@@ -73,17 +74,17 @@ pub async fn ack(
         .ack(info.name.as_str(), worker.as_str(), body.version, now)
         .await?
     {
-        AckOutcome::Recorded => Ok(Json(json!({
-            "worker": worker.as_str(),
-            "applied_version": body.version,
-            "acked_at": rfc3339(now),
-        }))),
+        AckOutcome::Recorded => Ok(Json(AckReceipt {
+            worker: worker.as_str().to_owned(),
+            applied_version: body.version,
+            acked_at: rfc3339(now),
+        })),
         AckOutcome::UnknownVersion => Err(ApiError::unprocessable(
-            "unknown_plan_version",
+            ErrorCode::UnknownPlanVersion,
             format!("plan version {} does not exist", body.version),
         )),
         AckOutcome::UnknownWorker => Err(ApiError::unprocessable(
-            "unknown_worker",
+            ErrorCode::UnknownWorker,
             format!(
                 "worker {} is not part of the cluster's current topology",
                 worker.as_str()
@@ -96,13 +97,13 @@ pub async fn ack(
 pub async fn rollout(
     State(state): State<AppState>,
     Path((cluster, version)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Rollout>, ApiError> {
     let entry = cluster_entry(&state, &cluster).await?;
     let info = entry.info();
     let version = parse_version(&version)?;
     let plan = state.registry.plan(&entry, version).await?.ok_or_else(|| {
         ApiError::not_found(
-            "plan_not_found",
+            ErrorCode::PlanNotFound,
             format!("cluster {cluster} has no plan version {version}"),
         )
     })?;
@@ -115,23 +116,29 @@ pub async fn rollout(
             .push(&w.name);
     }
     let applied = by_version.get(&Some(version)).map_or(0, Vec::len);
-    let others: Vec<Value> = by_version
+    let owned = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+    let other_versions = by_version
         .iter()
         .filter(|(v, _)| **v != Some(version))
-        .map(|(v, names)| json!({ "version": v, "workers": names }))
+        .map(|(v, names)| VersionWorkers {
+            version: *v,
+            workers: owned(names),
+        })
         .collect();
     let current = plan.lineage == info.lineage;
-    Ok(Json(json!({
-        "cluster": info.name.as_str(),
-        "version": version,
-        "published_at": rfc3339(plan.created_at_ms),
-        "current_lineage": current,
-        "gpus": workers.len(),
-        "applied": applied,
-        "complete": current && applied == workers.len(),
-        "applied_workers": by_version.get(&Some(version)).cloned().unwrap_or_default(),
-        "other_versions": others,
-    })))
+    Ok(Json(Rollout {
+        cluster: info.name.as_str().to_owned(),
+        version,
+        published_at: rfc3339(plan.created_at_ms),
+        current_lineage: current,
+        gpus: workers.len(),
+        applied,
+        complete: current && applied == workers.len(),
+        applied_workers: by_version
+            .get(&Some(version))
+            .map_or_else(Vec::new, |names| owned(names)),
+        other_versions,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -143,34 +150,35 @@ pub async fn decisions(
     State(state): State<AppState>,
     Path(cluster): Path<String>,
     Query(query): Query<DecisionsQuery>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<DecisionList>), ApiError> {
     let entry = cluster_entry(&state, &cluster).await?;
     let info = entry.info();
     let limit = query.limit.unwrap_or(20).clamp(1, 1000);
-    let decisions: Vec<Value> = state
+    let decisions = state
         .store
         .decisions(info.name.as_str(), limit)
         .await?
         .into_iter()
-        .map(|d| {
-            json!({
-                "cycle": d.cycle,
-                "decided_at": rfc3339(d.decided_at_ms),
-                "lineage": d.lineage,
-                "base_version": d.base_version,
-                "published_version": d.published_version,
-                "reason": d.reason,
-                "detail": d.detail,
-                "current_imbalance": d.observed_imbalance,
-                "predicted_imbalance": d.predicted_imbalance,
-                "migrations": d.migrations,
-                "net_gain": d.net_gain,
-                "streak": d.streak,
-            })
+        .map(|d| Decision {
+            cycle: d.cycle,
+            decided_at: rfc3339(d.decided_at_ms),
+            lineage: d.lineage,
+            base_version: d.base_version,
+            published_version: d.published_version,
+            reason: d.reason,
+            detail: d.detail,
+            current_imbalance: d.observed_imbalance,
+            predicted_imbalance: d.predicted_imbalance,
+            migrations: d.migrations,
+            net_gain: d.net_gain,
+            streak: d.streak,
         })
         .collect();
     Ok((
         StatusCode::OK,
-        Json(json!({ "cluster": info.name.as_str(), "decisions": decisions })),
+        Json(DecisionList {
+            cluster: info.name.as_str().to_owned(),
+            decisions,
+        }),
     ))
 }

@@ -4,7 +4,6 @@
 pub mod load_codec;
 pub mod names;
 pub mod window;
-pub mod window_binary;
 
 pub use names::{ClusterName, WorkerName};
-pub use window::{RawLoad, RawWindow, TelemetryWindow, WindowError, WindowLoad};
+pub use window::{TelemetryWindow, WindowError, WindowLoad};

@@ -1,12 +1,12 @@
-//! One worker's load window (SPEC "telemetry window"), from either wire
-//! encoding to a validated [`TelemetryWindow`].
+//! One worker's load window (SPEC "telemetry window"), from its decoded
+//! wire form ([`RawWindow`], either encoding, see `ballast_protocol`) to a
+//! validated [`TelemetryWindow`].
 //!
-//! Both encodings first become a [`RawWindow`] (shape not yet checked), and
-//! [`RawWindow::validate`] is the single place that checks it against the
-//! cluster's topology.
+//! [`TelemetryWindow::from_raw`] is the single place that checks a window
+//! against the cluster's topology.
 
+use ballast_protocol::{DecodeError, RawLoad, RawWindow};
 use ballast_solver::Topology;
-use serde::Deserialize;
 use thiserror::Error;
 
 use super::names::{NameError, WorkerName};
@@ -19,8 +19,9 @@ const MAX_CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;
 /// for load values, the layer and index).
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum WindowError {
-    #[error("malformed window: {0}")]
-    Malformed(String),
+    /// The body does not decode (reported before any topology check).
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
     #[error(transparent)]
     Worker(#[from] NameError),
     #[error("field `{field}`: {detail}")]
@@ -43,34 +44,6 @@ impl WindowError {
     }
 }
 
-/// The load a window carries, flattened row-major, before shape checks.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RawLoad {
-    /// Tokens this worker routed to each logical expert: `rows x cols = L x E`.
-    Logical {
-        rows: usize,
-        cols: usize,
-        values: Vec<f64>,
-    },
-    /// Tokens this worker's own slots processed under `plan_version`: `L x S`.
-    Slot {
-        plan_version: i64,
-        rows: usize,
-        cols: usize,
-        values: Vec<f64>,
-    },
-}
-
-/// A window as decoded from the wire; only [`RawWindow::validate`] consumes it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RawWindow {
-    pub worker: String,
-    pub seq: i64,
-    pub start_ms: Option<i64>,
-    pub end_ms: Option<i64>,
-    pub load: RawLoad,
-}
-
 /// A validated window's load.
 #[derive(Debug, Clone, PartialEq)]
 pub enum WindowLoad {
@@ -91,114 +64,34 @@ pub struct TelemetryWindow {
     pub load: WindowLoad,
 }
 
-/// The JSON form (SPEC): `logical_load`, or `slot_load` with `plan_version`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JsonWindow {
-    worker: String,
-    seq: i64,
-    #[serde(default)]
-    window_start: Option<String>,
-    #[serde(default)]
-    window_end: Option<String>,
-    #[serde(default)]
-    logical_load: Option<Vec<Vec<f64>>>,
-    #[serde(default)]
-    slot_load: Option<Vec<Vec<f64>>>,
-    #[serde(default)]
-    plan_version: Option<i64>,
-}
-
-impl RawWindow {
-    /// Decodes the JSON encoding.
-    pub fn from_json(body: &[u8]) -> Result<Self, WindowError> {
-        let w: JsonWindow =
-            serde_json::from_slice(body).map_err(|e| WindowError::Malformed(e.to_string()))?;
-        let start_ms = w
-            .window_start
-            .as_deref()
-            .map(|t| parse_time("window_start", t))
-            .transpose()?;
-        let end_ms = w
-            .window_end
-            .as_deref()
-            .map(|t| parse_time("window_end", t))
-            .transpose()?;
-        let load = match (w.logical_load, w.slot_load, w.plan_version) {
-            (Some(rows), None, None) => {
-                let (rows, cols, values) = flatten("logical_load", rows)?;
-                RawLoad::Logical { rows, cols, values }
-            }
-            (None, Some(rows), Some(plan_version)) => {
-                let (rows, cols, values) = flatten("slot_load", rows)?;
-                RawLoad::Slot {
-                    plan_version,
-                    rows,
-                    cols,
-                    values,
-                }
-            }
-            (None, Some(_), None) => {
-                return Err(WindowError::field(
-                    "plan_version",
-                    "required with `slot_load`",
-                ))
-            }
-            (Some(_), None, Some(_)) => {
-                return Err(WindowError::field(
-                    "plan_version",
-                    "only allowed with `slot_load`",
-                ))
-            }
-            (Some(_), Some(_), _) => {
-                return Err(WindowError::field(
-                    "slot_load",
-                    "give `logical_load` or `slot_load`, not both",
-                ))
-            }
-            (None, None, _) => {
-                return Err(WindowError::field(
-                    "logical_load",
-                    "missing (or give `slot_load` with `plan_version`)",
-                ))
-            }
-        };
-        Ok(RawWindow {
-            worker: w.worker,
-            seq: w.seq,
-            start_ms,
-            end_ms,
-            load,
-        })
-    }
-
-    /// Checks the window against `topology`; `now_ms` stands in for a
+impl TelemetryWindow {
+    /// Checks a decoded window against `topology`; `now_ms` stands in for a
     /// missing `window_end` and bounds clock skew.
-    pub fn validate(
-        self,
+    pub fn from_raw(
+        raw: RawWindow,
         topology: &Topology,
         now_ms: i64,
     ) -> Result<TelemetryWindow, WindowError> {
-        let worker = WorkerName::parse(&self.worker, topology)?;
-        if self.seq < 0 {
+        let worker = WorkerName::parse(&raw.worker, topology)?;
+        if raw.seq < 0 {
             return Err(WindowError::field(
                 "seq",
-                format!("must not be negative, got {}", self.seq),
+                format!("must not be negative, got {}", raw.seq),
             ));
         }
-        let end_ms = self.end_ms.unwrap_or(now_ms);
+        let end_ms = raw.end_ms.unwrap_or(now_ms);
         if end_ms > now_ms.saturating_add(MAX_CLOCK_SKEW_MS) {
             return Err(WindowError::field(
                 "window_end",
                 "is more than 5 minutes in the future",
             ));
         }
-        if let Some(start) = self.start_ms {
+        if let Some(start) = raw.start_ms {
             if start > end_ms {
                 return Err(WindowError::field("window_start", "is after `window_end`"));
             }
         }
-        let load = match self.load {
+        let load = match raw.load {
             RawLoad::Logical { rows, cols, values } => {
                 check_shape(
                     "logical_load",
@@ -240,53 +133,11 @@ impl RawWindow {
         };
         Ok(TelemetryWindow {
             worker,
-            seq: self.seq,
+            seq: raw.seq,
             end_ms,
             load,
         })
     }
-}
-
-/// Number of load values a window carries (for byte accounting).
-impl RawLoad {
-    pub fn len(&self) -> usize {
-        match self {
-            RawLoad::Logical { values, .. } | RawLoad::Slot { values, .. } => values.len(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-fn parse_time(field: &'static str, text: &str) -> Result<i64, WindowError> {
-    let time = humantime::parse_rfc3339_weak(text)
-        .map_err(|e| WindowError::field(field, format!("`{text}` is not an RFC 3339 time: {e}")))?;
-    let ms = time
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_err(|_| WindowError::field(field, "is before 1970"))?
-        .as_millis();
-    i64::try_from(ms).map_err(|_| WindowError::field(field, "is too far in the future"))
-}
-
-/// Row-major flattening; ragged rows are reported with their layer.
-fn flatten(
-    field: &'static str,
-    rows: Vec<Vec<f64>>,
-) -> Result<(usize, usize, Vec<f64>), WindowError> {
-    let cols = rows.first().map_or(0, Vec::len);
-    let mut values = Vec::with_capacity(rows.len() * cols);
-    for (layer, row) in rows.iter().enumerate() {
-        if row.len() != cols {
-            return Err(WindowError::field(
-                field,
-                format!("layer {layer} has {} values, layer 0 has {cols}", row.len()),
-            ));
-        }
-        values.extend_from_slice(row);
-    }
-    Ok((rows.len(), cols, values))
 }
 
 fn check_shape(
@@ -339,7 +190,7 @@ mod tests {
     const NOW: i64 = 1_700_000_000_000;
 
     fn parse(json: &str) -> Result<TelemetryWindow, WindowError> {
-        RawWindow::from_json(json.as_bytes())?.validate(&topology(), NOW)
+        TelemetryWindow::from_raw(RawWindow::from_json(json.as_bytes())?, &topology(), NOW)
     }
 
     #[test]

@@ -9,13 +9,12 @@ use std::sync::Arc;
 use ballast_policy::{
     evaluate, Candidate, CandidateError, Decision, PolicyError, Reason, Situation,
 };
+use ballast_protocol::{PlanDocument, PlanFigures, PlanStats};
 use ballast_solver::{score, LoadMatrix, Plan, Topology};
-use serde::Serialize;
-use serde_json::{json, Map, Value};
 use thiserror::Error;
 use tracing::{info, info_span, Instrument};
 
-use crate::registry::{ClusterEntry, ClusterInfo, PublishedPlan};
+use crate::plan_cache::{ClusterEntry, ClusterInfo, PublishedPlan};
 use crate::state::{now_ms, AppState};
 use crate::store::decisions::DecisionRow;
 use crate::store::plans::{NewPlan, PublishOutcome};
@@ -31,20 +30,12 @@ pub enum Trigger {
     Rebalance { dry_run: bool },
 }
 
-/// The figures behind a decision (returned by rebalance, stored in stats).
-#[derive(Debug, Clone, Serialize)]
-pub struct Figures {
-    pub base_version: Option<i64>,
-    #[serde(flatten)]
-    pub policy: ballast_policy::Figures,
-}
-
 /// What a cycle did.
 #[derive(Debug)]
 pub enum Outcome {
     Published(Arc<PublishedPlan>),
     Skipped,
-    DryRun(Value),
+    DryRun(Box<PlanDocument>),
 }
 
 #[derive(Debug)]
@@ -52,7 +43,8 @@ pub struct Report {
     pub outcome: Outcome,
     pub reason: &'static str,
     pub detail: String,
-    pub figures: Figures,
+    /// The figures behind the decision (returned by rebalance, stored in stats).
+    pub figures: PlanFigures,
 }
 
 #[derive(Debug, Error)]
@@ -255,10 +247,7 @@ async fn cycle(
         .set(decision.figures.predicted_imbalance);
 
     let verdict = decision.verdict;
-    let figures = Figures {
-        base_version,
-        policy: decision.figures.clone(),
-    };
+    let figures = plan_figures(base_version, &decision.figures);
     let report = |outcome| Report {
         outcome,
         reason: verdict.reason.as_str(),
@@ -279,7 +268,7 @@ async fn cycle(
                 candidate,
                 &figures,
             );
-            return Ok(report(Outcome::DryRun(doc)));
+            return Ok(report(Outcome::DryRun(Box::new(doc))));
         }
         Trigger::Scheduled { cycle } if !verdict.publish => {
             let row = decision_row(
@@ -329,8 +318,8 @@ async fn cycle(
                 NewPlan {
                     lineage,
                     reason: verdict.reason.as_str().into(),
-                    stats: doc.get("stats").map(Value::to_string).unwrap_or_default(),
-                    document: doc.to_string(),
+                    stats: doc.stats.to_json(),
+                    document: doc.to_json(),
                 }
             },
             Some(row),
@@ -347,7 +336,7 @@ async fn cycle(
                 topology: topology.clone(),
                 plan: candidate.plan.clone(),
                 body: row.document.clone().into(),
-                etag: crate::registry::etag(row.version),
+                etag: crate::plan_cache::etag(row.version),
             });
             state.registry.announce(cluster, published.clone());
             export_published(state, cluster, row.version, candidate);
@@ -435,6 +424,21 @@ fn observe(state: &AppState, cluster: &str, topology: &Topology, plan: &Plan, la
     }
 }
 
+/// The decision's figures as reported and stored with the plan.
+fn plan_figures(base_version: Option<i64>, f: &ballast_policy::Figures) -> PlanFigures {
+    PlanFigures {
+        base_version,
+        current_imbalance: f.current_imbalance,
+        predicted_imbalance: f.predicted_imbalance,
+        migrations: f.migrations,
+        migrated_bytes: f.migrated_bytes,
+        net_gain: f.net_gain,
+        solve_seconds: f.solve_seconds,
+        load_windows: f.load_windows,
+        excluded_gpus: f.excluded_gpus.clone(),
+    }
+}
+
 /// The plan document (SPEC plan.json plus what the service adds). It carries
 /// its topology so any version can be exported or diffed on its own.
 #[allow(clippy::too_many_arguments)]
@@ -446,28 +450,20 @@ fn document(
     reason: Reason,
     topology: &Topology,
     candidate: &Candidate,
-    figures: &Figures,
-) -> Value {
+    figures: &PlanFigures,
+) -> PlanDocument {
     // Without `log2phy`/`logcnt`: they derive from `phy2log` and are ten
     // times its size (decode: 0.9 MB of 1 MB), which every poller would
     // download. Engines that want them ask for an export (`?format=`).
-    let mut doc: Map<String, Value> = candidate.plan.to_core_document();
-    let mut stats = match serde_json::to_value(&candidate.stats) {
-        Ok(Value::Object(map)) => map,
-        _ => Map::new(),
-    };
-    if let Ok(Value::Object(extra)) = serde_json::to_value(figures) {
-        stats.extend(extra);
+    PlanDocument {
+        phy2log: candidate.plan.phy2log().to_vec(),
+        replica_share: candidate.plan.replica_share().map(<[Vec<f64>]>::to_vec),
+        cluster: cluster.to_owned(),
+        version,
+        lineage,
+        created_at: crate::api::rfc3339(created_at_ms),
+        reason: reason.as_str().to_owned(),
+        topology: Some(topology.to_spec()),
+        stats: PlanStats::new(&candidate.stats, figures),
     }
-    doc.insert("cluster".into(), json!(cluster));
-    doc.insert("version".into(), json!(version));
-    doc.insert("lineage".into(), json!(lineage));
-    doc.insert(
-        "created_at".into(),
-        json!(crate::api::rfc3339(created_at_ms)),
-    );
-    doc.insert("reason".into(), json!(reason.as_str()));
-    doc.insert("topology".into(), json!(topology.to_spec()));
-    doc.insert("stats".into(), Value::Object(stats));
-    Value::Object(doc)
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::time::MissedTickBehavior;
 use tracing::{info_span, warn, Instrument};
 
-use crate::registry::ClusterEntry;
+use crate::plan_cache::ClusterEntry;
 use crate::state::{now_ms, AppState};
 use crate::store::StoreError;
 

@@ -17,8 +17,8 @@ use crate::api;
 use crate::config::ServeConfig;
 use crate::ingest_queue::IngestQueue;
 use crate::metrics::Metrics;
+use crate::plan_cache::PlanCache;
 use crate::planner_loop;
-use crate::registry::Registry;
 use crate::state::{AppState, Heartbeat};
 use crate::store::Store;
 
@@ -49,7 +49,7 @@ impl Application {
             })?;
         store.migrate().await.context("applying migrations")?;
         let store = Arc::new(store);
-        let registry = Arc::new(Registry::new(store.clone()));
+        let registry = Arc::new(PlanCache::new(store.clone()));
         registry
             .sync()
             .await

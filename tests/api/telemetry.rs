@@ -1,7 +1,7 @@
 use serde_json::{json, Value};
 
-use ballast::domain::window_binary::{self, ValueType};
-use ballast::domain::{RawLoad, RawWindow};
+use ballast_protocol::window_binary::{self, ValueType};
+use ballast_protocol::{RawLoad, RawWindow};
 
 use crate::both;
 use crate::helpers::*;

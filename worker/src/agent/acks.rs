@@ -16,7 +16,7 @@ pub async fn ack_applied(
     client: ServiceClient,
     workers: Vec<String>,
     backoff: Backoff,
-    mut applied: watch::Receiver<u64>,
+    mut applied: watch::Receiver<i64>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut rng = ChaCha8Rng::from_rng(&mut rand::rng());

@@ -1,16 +1,17 @@
 //! The service's HTTP API as the agent uses it: topology, worker sequence
-//! numbers, telemetry windows, plan long-polls and acks.
+//! numbers, telemetry windows, plan long-polls and acks. Every body is a
+//! `ballast_protocol` type, the same the service answers with.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
+use ballast_protocol::{AckRequest, Cluster, ErrorBody, ErrorCode, PlanDocument, WorkerList};
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, IF_NONE_MATCH};
 use reqwest::{RequestBuilder, Response, StatusCode};
-use serde::Deserialize;
-use serde_json::Value;
+use serde::de::DeserializeOwned;
 use thiserror::Error;
 
-use ballast_solver::{Topology, TopologySpec};
+use ballast_solver::Topology;
 
 /// Longest a plain request (not a long-poll) may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -28,6 +29,8 @@ pub enum ClientError {
     Status {
         url: String,
         status: u16,
+        /// The error body's code, when the answer was one.
+        code: Option<ErrorCode>,
         body: String,
     },
     #[error("{url}: unexpected response: {detail}")]
@@ -121,10 +124,7 @@ impl ServiceClient {
             })
     }
 
-    async fn json<T: for<'de> Deserialize<'de>>(
-        url: &str,
-        response: Response,
-    ) -> Result<T, ClientError> {
+    async fn json<T: DeserializeOwned>(url: &str, response: Response) -> Result<T, ClientError> {
         let bytes = response
             .bytes()
             .await
@@ -141,20 +141,19 @@ impl ServiceClient {
     async fn refused(url: &str, response: Response) -> ClientError {
         let status = response.status().as_u16();
         let body = response.text().await.unwrap_or_default();
+        let code = serde_json::from_str::<ErrorBody>(&body)
+            .ok()
+            .map(|e| e.code);
         ClientError::Status {
             url: url.to_owned(),
             status,
+            code,
             body: body.chars().take(300).collect(),
         }
     }
 
     /// `GET /v1/clusters/{c}`: the topology this node must fit.
     pub async fn cluster(&self) -> Result<ClusterInfo, ClientError> {
-        #[derive(Deserialize)]
-        struct Body {
-            topology: TopologySpec,
-            lineage: i64,
-        }
         let url = self.url("");
         let r = self
             .send(&url, self.http.get(&url).timeout(REQUEST_TIMEOUT))
@@ -162,7 +161,7 @@ impl ServiceClient {
         if !r.status().is_success() {
             return Err(Self::refused(&url, r).await);
         }
-        let body: Body = Self::json(&url, r).await?;
+        let body: Cluster = Self::json(&url, r).await?;
         let topology = Topology::new(body.topology).map_err(|e| ClientError::Malformed {
             url: url.clone(),
             detail: e.to_string(),
@@ -175,15 +174,6 @@ impl ServiceClient {
 
     /// `GET .../workers`: the last accepted `seq` of each worker that has one.
     pub async fn last_seqs(&self) -> Result<HashMap<String, i64>, ClientError> {
-        #[derive(Deserialize)]
-        struct Worker {
-            worker: String,
-            last_seq: Option<i64>,
-        }
-        #[derive(Deserialize)]
-        struct Body {
-            workers: Vec<Worker>,
-        }
         let url = self.url("/workers");
         let r = self
             .send(&url, self.http.get(&url).timeout(REQUEST_TIMEOUT))
@@ -191,7 +181,7 @@ impl ServiceClient {
         if !r.status().is_success() {
             return Err(Self::refused(&url, r).await);
         }
-        let body: Body = Self::json(&url, r).await?;
+        let body: WorkerList = Self::json(&url, r).await?;
         Ok(body
             .workers
             .into_iter()
@@ -199,7 +189,8 @@ impl ServiceClient {
             .collect())
     }
 
-    /// `POST .../telemetry` with a JSON window body.
+    /// `POST .../telemetry` with a JSON window body (a serialized
+    /// [`ballast_protocol::TelemetryWindow`]).
     pub async fn post_window(&self, body: &[u8]) -> Result<Delivery, ClientError> {
         let url = self.url("/telemetry");
         let request = self
@@ -220,9 +211,9 @@ impl ServiceClient {
     /// than `known`, or `None` when none came within `wait`.
     pub async fn latest_plan(
         &self,
-        known: Option<u64>,
+        known: Option<i64>,
         wait: Duration,
-    ) -> Result<Option<Value>, ClientError> {
+    ) -> Result<Option<PlanDocument>, ClientError> {
         let url = self.url("/plans/latest");
         let query = format!("{url}?wait={}ms", wait.as_millis());
         let mut request = self.http.get(&query).timeout(wait + REQUEST_TIMEOUT);
@@ -236,10 +227,12 @@ impl ServiceClient {
             StatusCode::NOT_FOUND if known.is_none() => {
                 // `no_plan`: the cluster exists but has no plan yet; any
                 // other 404 (no such cluster) is a configuration error.
-                let err = Self::refused(&url, r).await;
-                match &err {
-                    ClientError::Status { body, .. } if body.contains("\"no_plan\"") => Ok(None),
-                    _ => Err(err),
+                match Self::refused(&url, r).await {
+                    ClientError::Status {
+                        code: Some(ErrorCode::NoPlan),
+                        ..
+                    } => Ok(None),
+                    err => Err(err),
                 }
             }
             _ => Err(Self::refused(&url, r).await),
@@ -247,13 +240,13 @@ impl ServiceClient {
     }
 
     /// `POST .../workers/{worker}/ack`: `worker` now runs plan `version`.
-    pub async fn ack(&self, worker: &str, version: u64) -> Result<(), ClientError> {
+    pub async fn ack(&self, worker: &str, version: i64) -> Result<(), ClientError> {
         let url = self.url(&format!("/workers/{worker}/ack"));
         let request = self
             .http
             .post(&url)
             .timeout(REQUEST_TIMEOUT)
-            .json(&serde_json::json!({ "version": version }));
+            .json(&AckRequest { version });
         let r = self.send(&url, request).await?;
         if r.status().is_success() {
             Ok(())

@@ -88,7 +88,7 @@ pub struct EngineParts {
 /// How the compute thread talks to the async side.
 pub struct Links {
     pub plans: watch::Receiver<Option<Arc<PlanUpdate>>>,
-    pub applied: watch::Sender<u64>,
+    pub applied: watch::Sender<i64>,
     pub outbox: Arc<Outbox>,
     pub metrics: Arc<AgentMetrics>,
     pub stop: Arc<AtomicBool>,
@@ -98,7 +98,7 @@ pub struct Engine {
     parts: EngineParts,
     links: Links,
     routes: Routes,
-    version: u64,
+    version: i64,
     counts: WindowCounts,
     window_started: Instant,
     /// `gpu_tokens` counters, `[layer][gpu]`.
@@ -128,10 +128,7 @@ impl Engine {
             layers,
             parts.plan.num_experts(),
         );
-        links
-            .metrics
-            .plan_version
-            .set(i64::try_from(parts.plan.version).unwrap_or(i64::MAX));
+        links.metrics.plan_version.set(parts.plan.version);
         Ok(Engine {
             version: parts.plan.version,
             parts,
@@ -232,8 +229,7 @@ impl Engine {
                     .with_label_values(&["host"])
                     .inc_by(report.host_bytes);
                 m.migrations.inc_by(report.migrations as u64);
-                m.plan_version
-                    .set(i64::try_from(update.version).unwrap_or(i64::MAX));
+                m.plan_version.set(update.version);
                 info!(
                     version = update.version,
                     migrations = report.migrations,
@@ -259,7 +255,11 @@ impl Engine {
     fn apply(&mut self, update: &PlanUpdate) -> Result<ApplyReport, AgentError> {
         let placements = update.placements(self.parts.mode)?;
         let routes = Routes::new(self.parts.mode, placements.clone(), &self.parts.shape)?;
-        let report = self.parts.node.apply(&placements, update.version)?;
+        // Plan versions are never negative (`PlanUpdate` checks).
+        let report = self
+            .parts
+            .node
+            .apply(&placements, update.version.unsigned_abs())?;
         self.routes = routes;
         Ok(report)
     }

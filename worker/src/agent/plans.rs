@@ -5,10 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use ballast_protocol::PlanDocument;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::Deserialize;
-use serde_json::Value;
 use thiserror::Error;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -26,37 +25,33 @@ pub enum PlanDocError {
     #[error("malformed plan document: {0}")]
     Malformed(String),
     #[error("plan version {version} does not fit the cluster topology: {detail}")]
-    Topology { version: u64, detail: String },
+    Topology { version: i64, detail: String },
 }
 
 /// A validated plan for the whole cluster.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlanUpdate {
-    pub version: u64,
+    /// Never negative: 0 is the initial placement, service plans count from 1.
+    pub version: i64,
     plan: Plan,
     experts: usize,
 }
 
-#[derive(Deserialize)]
-struct Doc {
-    version: u64,
-    phy2log: Vec<Vec<u32>>,
-    #[serde(default)]
-    replica_share: Option<Vec<Vec<f64>>>,
-}
-
 impl PlanUpdate {
-    /// Parses a service plan document (SPEC `plan.json` plus `version`).
-    pub fn parse(doc: &Value, topology: &Topology) -> Result<Self, PlanDocError> {
-        let doc = Doc::deserialize(doc).map_err(|e| PlanDocError::Malformed(e.to_string()))?;
-        let plan = Plan::new(doc.phy2log, doc.replica_share, topology).map_err(|e| {
-            PlanDocError::Topology {
-                version: doc.version,
-                detail: e.to_string(),
-            }
+    /// Checks a service plan document (SPEC `plan.json` plus `version`)
+    /// against the cluster topology.
+    pub fn parse(doc: &PlanDocument, topology: &Topology) -> Result<Self, PlanDocError> {
+        let version = match doc.version {
+            Some(v) if v >= 0 => v,
+            Some(v) => return Err(PlanDocError::Malformed(format!("version {v} is negative"))),
+            None => return Err(PlanDocError::Malformed("missing field `version`".into())),
+        };
+        let plan = doc.plan(topology).map_err(|e| PlanDocError::Topology {
+            version,
+            detail: e.to_string(),
         })?;
         Ok(PlanUpdate {
-            version: doc.version,
+            version,
             plan,
             experts: topology.num_logical_experts(),
         })
@@ -104,7 +99,7 @@ impl PlanUpdate {
 pub async fn watch_plans(
     client: ServiceClient,
     topology: Topology,
-    mut known: Option<u64>,
+    mut known: Option<i64>,
     wait: Duration,
     backoff: Backoff,
     tx: watch::Sender<Option<Arc<PlanUpdate>>>,
@@ -131,7 +126,7 @@ pub async fn watch_plans(
                     Err(err) => {
                         // Skip this version rather than fetch it in a loop.
                         warn!(error = %err, "ignoring a plan this node cannot run");
-                        if let Some(v) = doc.get("version").and_then(Value::as_u64) {
+                        if let Some(v) = doc.version.filter(|v| *v >= 0) {
                             known = Some(known.map_or(v, |k| k.max(v)));
                         } else {
                             failures += 1;
@@ -157,7 +152,11 @@ pub async fn watch_plans(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
+
+    fn typed(value: Value) -> PlanDocument {
+        serde_json::from_value(value).unwrap()
+    }
 
     fn topology() -> Topology {
         Topology::from_json(
@@ -174,7 +173,7 @@ mod tests {
             "phy2log": [[0, 1, 0, 2, 3, 2], [3, 2, 1, 0, 1, 2]],
             "replica_share": [[0.25, 1.0, 0.75, 0.5, 1.0, 0.5], [1.0, 0.5, 0.5, 1.0, 0.5, 0.5]],
         });
-        let update = PlanUpdate::parse(&doc, &topology()).unwrap();
+        let update = PlanUpdate::parse(&typed(doc), &topology()).unwrap();
         assert_eq!(update.version, 3);
         let shared = update.placements(DispatchMode::Share).unwrap();
         assert_eq!(shared[0].share(0), 0.25);
@@ -187,11 +186,11 @@ mod tests {
     fn refuses_plans_for_another_topology() {
         let doc = json!({"version": 1, "phy2log": [[0, 1, 2, 3]]});
         assert!(matches!(
-            PlanUpdate::parse(&doc, &topology()),
+            PlanUpdate::parse(&typed(doc), &topology()),
             Err(PlanDocError::Topology { version: 1, .. })
         ));
         assert!(matches!(
-            PlanUpdate::parse(&json!({"phy2log": []}), &topology()),
+            PlanUpdate::parse(&typed(json!({"phy2log": []})), &topology()),
             Err(PlanDocError::Malformed(_))
         ));
     }

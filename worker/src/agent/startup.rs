@@ -96,7 +96,7 @@ pub async fn prepare(
     };
     let (node, _) = {
         let placements = plan.placements(config.dispatch)?;
-        let version = plan.version;
+        let version = plan.version.unsigned_abs(); // never negative (`PlanUpdate` checks)
         let host = Arc::new(host);
         tokio::task::spawn_blocking(move || NodeState::new(shape, host, &placements, version))
             .await

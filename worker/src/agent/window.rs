@@ -8,11 +8,12 @@
 
 use std::time::SystemTime;
 
-use serde_json::json;
+use ballast_protocol::TelemetryWindow;
 
-use crate::moe::router::Routing;
+use crate::moe::gate::TopK;
 
-/// A window ready for delivery; `body` is the JSON the service receives.
+/// A window ready for delivery; `body` is the JSON the service receives
+/// (a serialized [`TelemetryWindow`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PendingWindow {
     pub worker: String,
@@ -56,7 +57,7 @@ impl WindowCounts {
     /// # Panics
     /// If `layer` or an expert is out of range (the routing comes from the
     /// layer configuration these counts were sized for).
-    pub fn add(&mut self, layer: usize, routing: &Routing) {
+    pub fn add(&mut self, layer: usize, routing: &TopK) {
         let gpus = self.counts.len();
         for t in 0..routing.tokens() {
             let row = &mut self.counts[source_gpu(t, routing.tokens(), gpus)][layer];
@@ -87,17 +88,19 @@ impl WindowCounts {
             .zip(workers)
             .zip(seqs.iter_mut())
             .map(|((counts, worker), seq)| {
-                let body = json!({
-                    "worker": worker,
-                    "seq": *seq,
-                    "window_start": start,
-                    "window_end": end_text,
-                    "logical_load": counts,
-                });
+                let body = TelemetryWindow::<u64> {
+                    worker: worker.clone(),
+                    seq: *seq,
+                    window_start: Some(start.clone()),
+                    window_end: Some(end_text.clone()),
+                    logical_load: Some(counts.clone()),
+                    slot_load: None,
+                    plan_version: None,
+                };
                 let window = PendingWindow {
                     worker: worker.clone(),
                     seq: *seq,
-                    body: body.to_string().into_bytes(),
+                    body: body.to_json(),
                 };
                 *seq += 1;
                 counts.iter_mut().for_each(|row| row.fill(0));
@@ -115,7 +118,7 @@ mod tests {
     use super::*;
     use crate::matrix::Matrix;
     use crate::moe::config::{small_spec, MoeConfig};
-    use crate::moe::router::select;
+    use crate::moe::gate::select;
     use serde_json::Value;
     use std::time::Duration;
 

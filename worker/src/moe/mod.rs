@@ -23,10 +23,3 @@ pub use layer::{LayerOutput, MoeLayer, SlotWeights};
 pub use master::LayerMaster;
 pub use optimal::OptimalDispatcher;
 pub use placement::Placement;
-
-/// The gate's former names, kept only for `agent/window.rs`, which is being
-/// rewritten for the new protocol crate; delete once it imports from [`gate`].
-#[doc(hidden)]
-pub mod router {
-    pub use super::gate::{select, TopK as Routing};
-}

@@ -1,18 +1,19 @@
-//! What every request needs fast: each cluster's topology and its latest
-//! plan, already serialized, plus a watch channel that wakes long-polls and
-//! SSE streams the moment a newer plan exists.
+//! The in-memory plan cache: what every request needs fast. Each cluster's
+//! topology and its latest plan, already serialized, a few recent versions
+//! parsed, plus a watch channel that wakes long-polls and SSE streams the
+//! moment a newer plan exists.
 //!
 //! The database stays the source of truth. This replica's publications are
 //! announced here directly; other replicas' publications and topology
-//! changes arrive through [`Registry::sync`], which the sync task runs every
+//! changes arrive through [`PlanCache::sync`], which the sync task runs every
 //! `--sync-interval`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use axum::body::Bytes;
+use ballast_protocol::PlanDocument;
 use ballast_solver::{Plan, Topology};
-use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::domain::ClusterName;
@@ -51,19 +52,22 @@ pub struct PublishedPlan {
 }
 
 impl PublishedPlan {
-    /// Parses a stored plan; its document carries its own topology.
+    /// A stored plan, read through the protocol's plan document: the
+    /// document carries the topology its placement is checked against. The
+    /// row's columns (version, lineage, time, reason) are authoritative.
     pub fn from_row(row: &PlanRow) -> StoreResult<Self> {
         let corrupt = |detail: String| StoreError::Corrupt {
             what: "plan document",
             detail,
         };
-        let doc: Value = serde_json::from_str(&row.document).map_err(|e| corrupt(e.to_string()))?;
-        let topology_value = doc
-            .get("topology")
+        let doc: PlanDocument =
+            serde_json::from_str(&row.document).map_err(|e| corrupt(e.to_string()))?;
+        let spec = doc
+            .topology
+            .clone()
             .ok_or_else(|| corrupt("no `topology`".into()))?;
-        let topology =
-            Topology::from_json(&topology_value.to_string()).map_err(|e| corrupt(e.to_string()))?;
-        let plan = Plan::from_json(&row.document, &topology).map_err(|e| corrupt(e.to_string()))?;
+        let topology = Topology::new(spec).map_err(|e| corrupt(e.to_string()))?;
+        let plan = doc.plan(&topology).map_err(|e| corrupt(e.to_string()))?;
         Ok(PublishedPlan {
             version: row.version,
             lineage: row.lineage,
@@ -159,7 +163,7 @@ impl ClusterEntry {
 }
 
 /// All clusters known to this replica.
-pub struct Registry {
+pub struct PlanCache {
     store: Arc<Store>,
     clusters: RwLock<HashMap<String, Arc<ClusterEntry>>>,
 }
@@ -177,9 +181,9 @@ fn info_of(row: ClusterRow) -> StoreResult<ClusterInfo> {
     })
 }
 
-impl Registry {
+impl PlanCache {
     pub fn new(store: Arc<Store>) -> Self {
-        Registry {
+        PlanCache {
             store,
             clusters: RwLock::new(HashMap::new()),
         }

@@ -19,10 +19,12 @@
 //! | 48     | n    | worker name, UTF-8 |
 //! | 48 + n | rows x cols x size | values, row-major |
 //!
-//! The body must be exactly that long. The same checks as for JSON follow
-//! ([`super::RawWindow::validate`]).
+//! The body must be exactly that long. Like the JSON form it decodes to a
+//! [`RawWindow`]; the service checks both against the topology the same way.
+//! Workers in this repository and the service share this one encoder and
+//! decoder; workers in other languages follow the table above.
 
-use super::window::{RawLoad, RawWindow, WindowError};
+use crate::telemetry::{DecodeError, RawLoad, RawWindow};
 
 /// The media type that selects this encoding.
 pub const CONTENT_TYPE: &str = "application/x-ballast-window";
@@ -48,8 +50,8 @@ impl ValueType {
     }
 }
 
-fn malformed(detail: impl Into<String>) -> WindowError {
-    WindowError::Malformed(detail.into())
+fn malformed(detail: impl Into<String>) -> DecodeError {
+    DecodeError::Malformed(detail.into())
 }
 
 fn read_i64(body: &[u8], at: usize) -> i64 {
@@ -65,7 +67,7 @@ fn read_u32(body: &[u8], at: usize) -> u32 {
 }
 
 /// Decodes one binary window.
-pub fn decode(body: &[u8]) -> Result<RawWindow, WindowError> {
+pub fn decode(body: &[u8]) -> Result<RawWindow, DecodeError> {
     if body.len() < HEADER {
         return Err(malformed(format!(
             "binary window is {} bytes, shorter than its 48-byte header",
@@ -151,9 +153,8 @@ pub fn decode(body: &[u8]) -> Result<RawWindow, WindowError> {
     })
 }
 
-/// Encodes a window (used by the load generator and the tests; workers in
-/// other languages follow the table above). Values are written as
-/// `value_type`; the caller picks one that represents them exactly.
+/// Encodes a window. Values are written as `value_type`; the caller picks
+/// one that represents them exactly.
 pub fn encode(window: &RawWindow, value_type: ValueType) -> Vec<u8> {
     let (kind, plan_version, rows, cols, values) = match &window.load {
         RawLoad::Logical { rows, cols, values } => (1u8, 0, *rows, *cols, values),

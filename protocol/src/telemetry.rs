@@ -1,0 +1,288 @@
+//! Telemetry: one worker's load window (SPEC "telemetry window") in its JSON
+//! form, the decoded form both encodings share, the receipt for a window,
+//! and the aggregated windows the service reports.
+//!
+//! Either encoding (JSON here, binary in [`crate::window_binary`]) decodes
+//! to a [`RawWindow`]: the wire syntax is checked, the shape against a
+//! topology is not (the service does that, once, for both).
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// A window body that does not decode (the same wording for both encodings).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum DecodeError {
+    #[error("malformed window: {0}")]
+    Malformed(String),
+    #[error("field `{field}`: {detail}")]
+    Field { field: &'static str, detail: String },
+}
+
+impl DecodeError {
+    fn field(field: &'static str, detail: impl Into<String>) -> Self {
+        DecodeError::Field {
+            field,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// `POST /v1/clusters/{cluster}/telemetry` as JSON: `logical_load`, or
+/// `slot_load` with `plan_version`. `V` is the count type: workers send
+/// integer token counts (`u64`), the service reads numbers (`f64`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryWindow<V = f64> {
+    pub worker: String,
+    pub seq: i64,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_start: Option<String>,
+    /// RFC 3339; the receive time when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_end: Option<String>,
+    /// `L x E`: tokens this worker routed to each logical expert.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logical_load: Option<Vec<Vec<V>>>,
+    /// `L x S`: tokens this worker's own slots processed under `plan_version`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot_load: Option<Vec<Vec<V>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_version: Option<i64>,
+}
+
+/// The load a window carries, flattened row-major, before shape checks.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawLoad {
+    /// Tokens this worker routed to each logical expert: `rows x cols = L x E`.
+    Logical {
+        rows: usize,
+        cols: usize,
+        values: Vec<f64>,
+    },
+    /// Tokens this worker's own slots processed under `plan_version`: `L x S`.
+    Slot {
+        plan_version: i64,
+        rows: usize,
+        cols: usize,
+        values: Vec<f64>,
+    },
+}
+
+impl RawLoad {
+    /// Number of load values (for byte accounting).
+    pub fn len(&self) -> usize {
+        match self {
+            RawLoad::Logical { values, .. } | RawLoad::Slot { values, .. } => values.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A window as decoded from either encoding, times in Unix milliseconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawWindow {
+    pub worker: String,
+    pub seq: i64,
+    pub start_ms: Option<i64>,
+    pub end_ms: Option<i64>,
+    pub load: RawLoad,
+}
+
+impl RawWindow {
+    /// Decodes the JSON encoding.
+    pub fn from_json(body: &[u8]) -> Result<Self, DecodeError> {
+        let window: TelemetryWindow<f64> =
+            serde_json::from_slice(body).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        window.into_raw()
+    }
+}
+
+impl TelemetryWindow<u64> {
+    /// The JSON body a worker sends. Cannot fail: integer counts and
+    /// strings always serialize.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a window of integer counts always serializes")
+    }
+}
+
+impl TelemetryWindow<f64> {
+    /// Parses the times and picks the one load the window must carry.
+    pub fn into_raw(self) -> Result<RawWindow, DecodeError> {
+        let start_ms = self
+            .window_start
+            .as_deref()
+            .map(|t| parse_time("window_start", t))
+            .transpose()?;
+        let end_ms = self
+            .window_end
+            .as_deref()
+            .map(|t| parse_time("window_end", t))
+            .transpose()?;
+        let load = match (self.logical_load, self.slot_load, self.plan_version) {
+            (Some(rows), None, None) => {
+                let (rows, cols, values) = flatten("logical_load", rows)?;
+                RawLoad::Logical { rows, cols, values }
+            }
+            (None, Some(rows), Some(plan_version)) => {
+                let (rows, cols, values) = flatten("slot_load", rows)?;
+                RawLoad::Slot {
+                    plan_version,
+                    rows,
+                    cols,
+                    values,
+                }
+            }
+            (None, Some(_), None) => {
+                return Err(DecodeError::field(
+                    "plan_version",
+                    "required with `slot_load`",
+                ))
+            }
+            (Some(_), None, Some(_)) => {
+                return Err(DecodeError::field(
+                    "plan_version",
+                    "only allowed with `slot_load`",
+                ))
+            }
+            (Some(_), Some(_), _) => {
+                return Err(DecodeError::field(
+                    "slot_load",
+                    "give `logical_load` or `slot_load`, not both",
+                ))
+            }
+            (None, None, _) => {
+                return Err(DecodeError::field(
+                    "logical_load",
+                    "missing (or give `slot_load` with `plan_version`)",
+                ))
+            }
+        };
+        Ok(RawWindow {
+            worker: self.worker,
+            seq: self.seq,
+            start_ms,
+            end_ms,
+            load,
+        })
+    }
+}
+
+fn parse_time(field: &'static str, text: &str) -> Result<i64, DecodeError> {
+    let time = humantime::parse_rfc3339_weak(text)
+        .map_err(|e| DecodeError::field(field, format!("`{text}` is not an RFC 3339 time: {e}")))?;
+    let ms = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| DecodeError::field(field, "is before 1970"))?
+        .as_millis();
+    i64::try_from(ms).map_err(|_| DecodeError::field(field, "is too far in the future"))
+}
+
+/// Row-major flattening; ragged rows are reported with their layer.
+fn flatten(
+    field: &'static str,
+    rows: Vec<Vec<f64>>,
+) -> Result<(usize, usize, Vec<f64>), DecodeError> {
+    let cols = rows.first().map_or(0, Vec::len);
+    let mut values = Vec::with_capacity(rows.len() * cols);
+    for (layer, row) in rows.iter().enumerate() {
+        if row.len() != cols {
+            return Err(DecodeError::field(
+                field,
+                format!("layer {layer} has {} values, layer 0 has {cols}", row.len()),
+            ));
+        }
+        values.extend_from_slice(row);
+    }
+    Ok((rows.len(), cols, values))
+}
+
+/// The answer to an accepted window: `202` when stored now, `200` when the
+/// same `(worker, seq)` was stored before (counted once).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TelemetryReceipt {
+    pub status: ReceiptStatus,
+    pub worker: String,
+    pub seq: i64,
+    /// The load window the telemetry was counted in.
+    pub window: WindowSpan,
+}
+
+/// Stored now, or stored before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceiptStatus {
+    Accepted,
+    Duplicate,
+}
+
+/// A time range, RFC 3339 at both ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowSpan {
+    pub start: String,
+    pub end: String,
+}
+
+/// `GET /v1/clusters/{cluster}/telemetry/windows`: the aggregated load
+/// windows of the current lineage, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadWindows {
+    pub cluster: String,
+    pub lineage: i64,
+    pub window_seconds: f64,
+    pub windows: Vec<LoadWindow>,
+}
+
+/// One aggregated window in [`LoadWindows`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadWindow {
+    pub start: String,
+    pub end: String,
+    /// Worker windows summed into it.
+    pub worker_windows: usize,
+    /// Their total token count.
+    pub tokens: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_counts_stay_integers_on_the_wire() {
+        let w = TelemetryWindow::<u64> {
+            worker: "node0-gpu1".into(),
+            seq: 3,
+            window_start: None,
+            window_end: Some("2023-11-14T22:13:20.000Z".into()),
+            logical_load: Some(vec![vec![1, 2], vec![0, 5]]),
+            slot_load: None,
+            plan_version: None,
+        };
+        let text = String::from_utf8(w.to_json()).unwrap();
+        assert!(text.contains("[[1,2],[0,5]]"), "{text}");
+        assert!(!text.contains("window_start") && !text.contains("slot_load"));
+        let raw = RawWindow::from_json(text.as_bytes()).unwrap();
+        assert_eq!(raw.end_ms, Some(1_700_000_000_000));
+        assert_eq!(
+            raw.load,
+            RawLoad::Logical {
+                rows: 2,
+                cols: 2,
+                values: vec![1.0, 2.0, 0.0, 5.0]
+            }
+        );
+    }
+
+    #[test]
+    fn refuses_unknown_fields_and_ambiguous_loads() {
+        let err = RawWindow::from_json(br#"{"worker": "w", "seq": 1, "x": 1}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+        let err =
+            RawWindow::from_json(br#"{"worker": "w", "seq": 1, "slot_load": [[1]]}"#).unwrap_err();
+        assert!(err.to_string().contains("plan_version"), "{err}");
+    }
+}
