@@ -11,6 +11,7 @@ use clap::{Args, ValueEnum};
 
 use crate::args::{policy_parser, SplitArg};
 use crate::store::DEFAULT_DATABASE_URL;
+use crate::time::WindowGrid;
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -160,6 +161,13 @@ pub struct ServeConfig {
     pub max_wait: Duration,
     pub max_body_bytes: usize,
     pub shutdown_timeout: Duration,
+}
+
+impl ServeConfig {
+    /// The grid of cluster load windows (`--window`).
+    pub fn windows(&self) -> WindowGrid {
+        WindowGrid::new(self.window)
+    }
 }
 
 fn positive(name: &str, d: Duration) -> anyhow::Result<Duration> {

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::state::now_ms;
 use crate::store::telemetry::{IngestOutcome, StagedWindow};
 use crate::store::{Store, StoreError};
+use crate::time::now_ms;
 
 /// Windows stored per transaction at most.
 const MAX_BATCH: usize = 128;

@@ -24,5 +24,6 @@ pub mod planner_loop;
 pub mod service;
 pub mod state;
 pub mod store;
+pub mod time;
 
 pub use service::{serve, Application, ServeArgs, ServeConfig};

@@ -11,13 +11,7 @@ use crate::ingest_queue::IngestQueue;
 use crate::metrics::Metrics;
 use crate::plan_cache::PlanCache;
 use crate::store::Store;
-
-/// Milliseconds since the Unix epoch (the unit of every stored time).
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+use crate::time::now_ms;
 
 /// When the planner loop last made progress; readiness checks its age.
 #[derive(Debug, Default)]

@@ -12,9 +12,10 @@ use ballast_protocol::{
 use ballast_solver::Topology;
 
 use super::error::ApiError;
-use super::{cluster_entry, parse_cluster, rfc3339};
+use super::{cluster_entry, parse_cluster};
 use crate::plan_cache::ClusterInfo;
-use crate::state::{now_ms, AppState};
+use crate::state::AppState;
+use crate::time::{now_ms, rfc3339};
 
 pub async fn put(
     State(state): State<AppState>,

@@ -21,7 +21,7 @@ pub mod workers;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -258,12 +258,6 @@ async fn json_errors(req: Request, next: Next) -> Response {
         text
     };
     ApiError::new(status, code, message).into_response()
-}
-
-/// Unix milliseconds as RFC 3339 (UTC, millisecond precision).
-pub fn rfc3339(ms: i64) -> String {
-    let time = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_millis(time).to_string()
 }
 
 pub(crate) fn parse_cluster(name: &str) -> Result<ClusterName, ApiError> {

@@ -235,7 +235,7 @@ fn document(
         cluster: "c1".into(),
         version,
         lineage: 1,
-        created_at: super::rfc3339(1_700_000_000_000),
+        created_at: crate::time::rfc3339(1_700_000_000_000),
         reason: reason.into(),
         topology: Some(topology().to_spec()),
         stats: PlanStats::new(&candidate.stats, figures),
@@ -248,7 +248,7 @@ fn samples() -> &'static Samples {
 }
 
 fn build_samples() -> Samples {
-    let time = || super::rfc3339(1_700_000_000_000);
+    let time = || crate::time::rfc3339(1_700_000_000_000);
     let spec = topology().to_spec();
     let bare = Topology::from_json(
         r#"{"num_layers": 1, "num_logical_experts": 2, "num_groups": 1,

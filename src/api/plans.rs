@@ -14,9 +14,10 @@ use ballast_solver::export::{self, Engine};
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::{cluster_entry, parse_version, rfc3339};
+use super::{cluster_entry, parse_version};
 use crate::plan_cache::PublishedPlan;
 use crate::state::AppState;
+use crate::time::rfc3339;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct PlanQuery {

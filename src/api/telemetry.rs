@@ -13,14 +13,14 @@ use ballast_protocol::{
 };
 use serde::Deserialize;
 
+use super::cluster_entry;
 use super::error::ApiError;
-use super::{cluster_entry, rfc3339};
 use crate::domain::load_codec;
 use crate::domain::{TelemetryWindow, WindowError, WindowLoad};
 use crate::plan_cache::ClusterEntry;
-use crate::planner_loop::cycle::bucket_of;
-use crate::state::{now_ms, AppState};
+use crate::state::AppState;
 use crate::store::telemetry::{IngestOutcome, StagedWindow};
+use crate::time::{now_ms, rfc3339};
 
 #[derive(Clone, Copy)]
 enum Encoding {
@@ -116,7 +116,7 @@ async fn ingest(
     let now = now_ms();
     let window = TelemetryWindow::from_raw(raw, &info.topology, now).map_err(invalid)?;
     let logical = logical_load(state, &entry, &window).await?;
-    let bucket = bucket_of(window.end_ms, state.config.window.as_millis() as i64);
+    let bucket = state.config.windows().bucket_of(window.end_ms);
     let outcome = state
         .ingest
         .submit(StagedWindow {
@@ -130,7 +130,7 @@ async fn ingest(
             layers: info.topology.num_layers(),
         })
         .await?;
-    let window_ms = state.config.window.as_millis() as i64;
+    let grid = state.config.windows();
     match outcome {
         IngestOutcome::Accepted | IngestOutcome::Duplicate => {
             let (status, receipt) = if outcome == IngestOutcome::Accepted {
@@ -145,8 +145,8 @@ async fn ingest(
                     worker: window.worker.as_str().to_owned(),
                     seq: window.seq,
                     window: WindowSpan {
-                        start: rfc3339(bucket * window_ms),
-                        end: rfc3339((bucket + 1) * window_ms),
+                        start: rfc3339(grid.start_ms(bucket)),
+                        end: rfc3339(grid.end_ms(bucket)),
                     },
                 }),
             ))
@@ -239,13 +239,13 @@ pub async fn windows(
             len,
         )
         .await?;
-    let window_ms = state.config.window.as_millis() as i64;
+    let grid = state.config.windows();
     let windows = windows
         .iter()
         .rev()
         .map(|w| LoadWindow {
-            start: rfc3339(w.bucket * window_ms),
-            end: rfc3339((w.bucket + 1) * window_ms),
+            start: rfc3339(grid.start_ms(w.bucket)),
+            end: rfc3339(grid.end_ms(w.bucket)),
             worker_windows: w.windows,
             tokens: w.load.iter().sum::<f64>(),
         })

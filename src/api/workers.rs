@@ -13,10 +13,11 @@ use ballast_protocol::{
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::{cluster_entry, parse_version, rfc3339};
+use super::{cluster_entry, parse_version};
 use crate::domain::WorkerName;
-use crate::state::{now_ms, AppState};
+use crate::state::AppState;
 use crate::store::workers::AckOutcome;
+use crate::time::{now_ms, rfc3339};
 
 pub async fn list(
     State(state): State<AppState>,

@@ -15,11 +15,12 @@ use thiserror::Error;
 use tracing::{info, info_span, Instrument};
 
 use crate::plan_cache::{ClusterEntry, ClusterInfo, PublishedPlan};
-use crate::state::{now_ms, AppState};
+use crate::state::AppState;
 use crate::store::decisions::DecisionRow;
 use crate::store::plans::{NewPlan, PublishOutcome};
 use crate::store::telemetry::LoadWindow;
 use crate::store::StoreError;
+use crate::time::{millis, now_ms, rfc3339};
 
 /// Why the cycle runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,11 +84,6 @@ impl CycleError {
     }
 }
 
-/// Bucket of a window ending at `end_ms`.
-pub fn bucket_of(end_ms: i64, window_ms: i64) -> i64 {
-    end_ms.div_euclid(window_ms.max(1))
-}
-
 pub async fn run(
     state: &AppState,
     entry: &ClusterEntry,
@@ -143,9 +139,9 @@ async fn gather(
     let cluster = info.name.as_str();
     let topology = &info.topology;
     let config = &state.config;
-    let window_ms = config.window.as_millis() as i64;
-    let grace_ms = config.window_grace.as_millis() as i64;
-    let closed_before = bucket_of(now_ms() - grace_ms, window_ms);
+    let closed_before = config
+        .windows()
+        .bucket_of(now_ms() - millis(config.window_grace));
     let stored = state
         .store
         .load_windows(
@@ -461,7 +457,7 @@ fn document(
         cluster: cluster.to_owned(),
         version,
         lineage,
-        created_at: crate::api::rfc3339(created_at_ms),
+        created_at: rfc3339(created_at_ms),
         reason: reason.as_str().to_owned(),
         topology: Some(topology.to_spec()),
         stats: PlanStats::new(&candidate.stats, figures),

@@ -15,8 +15,9 @@ use tokio::time::MissedTickBehavior;
 use tracing::{info_span, warn, Instrument};
 
 use crate::plan_cache::ClusterEntry;
-use crate::state::{now_ms, AppState};
+use crate::state::AppState;
 use crate::store::StoreError;
+use crate::time::{millis, now_ms};
 
 /// Ticks between retention sweeps.
 const PRUNE_EVERY_TICKS: u64 = 60;
@@ -61,22 +62,17 @@ async fn tick_cluster(state: &AppState, entry: &ClusterEntry, tick: u64) -> Resu
     let now = now_ms();
     state
         .store
-        .mark_down(cluster, now - config.worker_timeout.as_millis() as i64, now)
+        .mark_down(cluster, now - millis(config.worker_timeout), now)
         .await?;
     if tick.is_multiple_of(PRUNE_EVERY_TICKS) {
-        let window_ms = config.window.as_millis() as i64;
-        let oldest = cycle::bucket_of(now - config.retention.as_millis() as i64, window_ms);
+        let oldest = config.windows().bucket_of(now - millis(config.retention));
         state
             .store
-            .prune(
-                cluster,
-                oldest,
-                now - config.dedup_horizon.as_millis() as i64,
-            )
+            .prune(cluster, oldest, now - millis(config.dedup_horizon))
             .await?;
     }
     export_worker_metrics(state, entry, now).await?;
-    let interval_ms = config.plan_interval.as_millis() as i64;
+    let interval_ms = millis(config.plan_interval);
     if let Some(cycle_no) = state.store.claim_cycle(cluster, now, interval_ms).await? {
         match cycle::run(state, entry, cycle::Trigger::Scheduled { cycle: cycle_no }).await {
             Ok(_)
