@@ -68,16 +68,22 @@ impl PublishedPlan {
             .ok_or_else(|| corrupt("no `topology`".into()))?;
         let topology = Topology::new(spec).map_err(|e| corrupt(e.to_string()))?;
         let plan = doc.plan(&topology).map_err(|e| corrupt(e.to_string()))?;
-        Ok(PublishedPlan {
+        Ok(Self::new(row, Arc::new(topology), plan))
+    }
+
+    /// A stored plan whose topology and placement the caller already holds
+    /// (the planner that just published it).
+    pub fn new(row: &PlanRow, topology: Arc<Topology>, plan: Plan) -> Self {
+        PublishedPlan {
             version: row.version,
             lineage: row.lineage,
             created_at_ms: row.created_at_ms,
             reason: row.reason.clone(),
-            topology: Arc::new(topology),
+            topology,
             plan,
             body: Bytes::from(row.document.clone()),
             etag: etag(row.version),
-        })
+        }
     }
 }
 

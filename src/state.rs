@@ -40,7 +40,7 @@ pub struct AppState {
     pub store: Arc<Store>,
     /// Telemetry windows on their way into the store (group commit).
     pub ingest: IngestQueue,
-    pub registry: Arc<PlanCache>,
+    pub plan_cache: Arc<PlanCache>,
     pub metrics: Arc<Metrics>,
     pub heartbeat: Arc<Heartbeat>,
     /// Flips to `true` when the service starts shutting down; long-polls and

@@ -35,7 +35,7 @@ pub async fn put(
     let row = state.store.cluster(name.as_str()).await?.ok_or_else(|| {
         ApiError::unavailable("the cluster vanished right after it was written; retry")
     })?;
-    state.registry.install(ClusterInfo {
+    state.plan_cache.install(ClusterInfo {
         name: name.clone(),
         topology: Arc::new(row.topology),
         lineage: row.lineage,
@@ -99,9 +99,9 @@ pub async fn get(
 }
 
 pub async fn list(State(state): State<AppState>) -> Result<Json<ClusterList>, ApiError> {
-    state.registry.sync().await?;
+    state.plan_cache.sync().await?;
     let clusters = state
-        .registry
+        .plan_cache
         .entries()
         .iter()
         .map(|entry| {

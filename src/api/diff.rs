@@ -62,7 +62,7 @@ pub async fn diff(
         let entry = entry.clone();
         let cluster = cluster.clone();
         async move {
-            state.registry.plan(&entry, v).await?.ok_or_else(|| {
+            state.plan_cache.plan(&entry, v).await?.ok_or_else(|| {
                 ApiError::not_found(
                     ErrorCode::PlanNotFound,
                     format!("cluster {cluster} has no plan version {v}"),

@@ -168,12 +168,16 @@ pub async fn by_version(
     let entry = cluster_entry(&state, &cluster).await?;
     let version = parse_version(&version)?;
     let format = format_of(&query)?;
-    let plan = state.registry.plan(&entry, version).await?.ok_or_else(|| {
-        ApiError::not_found(
-            ErrorCode::PlanNotFound,
-            format!("cluster {cluster} has no plan version {version}"),
-        )
-    })?;
+    let plan = state
+        .plan_cache
+        .plan(&entry, version)
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(
+                ErrorCode::PlanNotFound,
+                format!("cluster {cluster} has no plan version {version}"),
+            )
+        })?;
     if known_version(&headers) == Some(version) {
         return Ok(not_modified(version));
     }

@@ -181,7 +181,7 @@ async fn logical_load(
         } => {
             let info = entry.info();
             let plan = state
-                .registry
+                .plan_cache
                 .plan(entry, *plan_version)
                 .await?
                 .ok_or_else(|| {

@@ -102,12 +102,16 @@ pub async fn rollout(
     let entry = cluster_entry(&state, &cluster).await?;
     let info = entry.info();
     let version = parse_version(&version)?;
-    let plan = state.registry.plan(&entry, version).await?.ok_or_else(|| {
-        ApiError::not_found(
-            ErrorCode::PlanNotFound,
-            format!("cluster {cluster} has no plan version {version}"),
-        )
-    })?;
+    let plan = state
+        .plan_cache
+        .plan(&entry, version)
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(
+                ErrorCode::PlanNotFound,
+                format!("cluster {cluster} has no plan version {version}"),
+            )
+        })?;
     let workers = state.store.workers(info.name.as_str()).await?;
     let mut by_version: BTreeMap<Option<i64>, Vec<&str>> = BTreeMap::new();
     for w in &workers {

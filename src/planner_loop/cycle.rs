@@ -164,7 +164,7 @@ async fn gather(
     let base_version = state.store.latest_version(cluster).await?;
     let current = match base_version {
         Some(v) => state
-            .registry
+            .plan_cache
             .plan(entry, v)
             .await?
             .filter(|p| p.lineage == info.lineage),
@@ -324,17 +324,12 @@ async fn cycle(
     match outcome {
         PublishOutcome::Superseded { latest } => Err(CycleError::Superseded { latest }),
         PublishOutcome::Published(row) => {
-            let published = Arc::new(PublishedPlan {
-                version: row.version,
-                lineage: row.lineage,
-                created_at_ms: row.created_at_ms,
-                reason: row.reason.clone(),
-                topology: topology.clone(),
-                plan: candidate.plan.clone(),
-                body: row.document.clone().into(),
-                etag: crate::plan_cache::etag(row.version),
-            });
-            state.registry.announce(cluster, published.clone());
+            let published = Arc::new(PublishedPlan::new(
+                &row,
+                topology.clone(),
+                candidate.plan.clone(),
+            ));
+            state.plan_cache.announce(cluster, published.clone());
             export_published(state, cluster, row.version, candidate);
             info!(version = row.version, reason = row.reason, "published plan");
             Ok(report(Outcome::Published(published)))

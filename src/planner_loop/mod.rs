@@ -38,7 +38,7 @@ pub async fn run(state: AppState) {
             .planner_heartbeat
             .with_label_values(&[] as &[&str])
             .set(now_ms() as f64 / 1000.0);
-        for entry in state.registry.entries() {
+        for entry in state.plan_cache.entries() {
             if *state.shutdown.borrow() {
                 return;
             }

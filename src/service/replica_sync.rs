@@ -27,7 +27,7 @@ pub async fn run(state: AppState) {
             _ = changed.notified() => {}
             _ = state.shutting_down() => break,
         }
-        if let Err(err) = state.registry.sync().await {
+        if let Err(err) = state.plan_cache.sync().await {
             warn!(error = %err, "sync with the database failed");
         }
     }

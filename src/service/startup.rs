@@ -49,8 +49,8 @@ impl Application {
             })?;
         store.migrate().await.context("applying migrations")?;
         let store = Arc::new(store);
-        let registry = Arc::new(PlanCache::new(store.clone()));
-        registry
+        let plan_cache = Arc::new(PlanCache::new(store.clone()));
+        plan_cache
             .sync()
             .await
             .context("loading clusters and plans")?;
@@ -62,7 +62,7 @@ impl Application {
             config: Arc::new(config),
             ingest: IngestQueue::start(store.clone()),
             store,
-            registry,
+            plan_cache,
             metrics: Arc::new(Metrics::new()),
             heartbeat: Arc::new(Heartbeat::default()),
             shutdown,
