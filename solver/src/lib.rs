@@ -23,6 +23,8 @@ pub mod error;
 pub mod export;
 mod knapsack;
 pub mod load;
+pub mod migration;
+mod milp;
 pub mod plan;
 pub mod planner;
 pub mod routing;

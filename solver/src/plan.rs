@@ -92,6 +92,17 @@ impl Plan {
         })
     }
 
+    /// The engines' default layout, in force before any plan is applied:
+    /// every layer is [`linear_row`] (slot `p` holds expert `p mod E`).
+    pub fn linear(topology: &Topology) -> Self {
+        Plan {
+            // Valid by the topology's invariants: at least `E` slots, so
+            // every expert gets one.
+            phy2log: vec![linear_row(topology); topology.num_layers()],
+            replica_share: None,
+        }
+    }
+
     /// Parses `plan.json`; `log2phy`, `logcnt`, `stats` and other extra
     /// fields are ignored (they are derived or informational).
     pub fn from_json(text: &str, topology: &Topology) -> Result<Self, ParseError> {
@@ -213,6 +224,15 @@ impl Plan {
     }
 }
 
+/// One layer of [`Plan::linear`]: slot `p` holds expert `p mod E`, so the
+/// experts are dealt out round-robin and every one of them is placed.
+pub fn linear_row(topology: &Topology) -> Vec<u32> {
+    let experts = topology.num_logical_experts();
+    (0..topology.num_slots())
+        .map(|p| (p % experts) as u32)
+        .collect()
+}
+
 /// Replica count of each expert in one layer's `phy2log` row.
 pub fn replica_counts(row: &[u32], num_experts: usize) -> Vec<u32> {
     let mut counts = vec![0u32; num_experts];
@@ -291,6 +311,16 @@ mod tests {
         let shares = p.layer_shares(0, 4);
         assert!((shares[0] - 1.0 / 3.0).abs() < 1e-12);
         assert_eq!(shares[1], 1.0);
+    }
+
+    #[test]
+    fn linear_plan_deals_experts_round_robin() {
+        let t = topo();
+        let linear = Plan::linear(&t);
+        assert_eq!(linear.phy2log(), &[vec![0, 1, 2, 3, 0, 1]]);
+        assert_eq!(linear.replica_share(), None);
+        // What `Plan::new` would build from the same rows.
+        assert_eq!(Plan::new(vec![linear_row(&t)], None, &t).unwrap(), linear);
     }
 
     #[test]

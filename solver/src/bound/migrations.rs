@@ -368,6 +368,7 @@ fn knapsack(items: &[Vec<(f64, usize)>], budget: f64) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::migration::row_migrations;
     use crate::plan::replica_counts;
     use proptest::prelude::*;
 
@@ -390,24 +391,6 @@ mod tests {
                     .sum()
             })
             .fold(0.0, f64::max)
-    }
-
-    fn migrations(row: &[u32], prev: &[u32], s: usize) -> usize {
-        row.chunks(s)
-            .zip(prev.chunks(s))
-            .map(|(new, old)| {
-                let mut old = old.to_vec();
-                new.iter()
-                    .filter(|e| match old.iter().position(|o| o == *e) {
-                        Some(i) => {
-                            old.swap_remove(i);
-                            false
-                        }
-                        None => true,
-                    })
-                    .count()
-            })
-            .sum()
     }
 
     /// Every valid slot table of the tiny topology (all experts placed,
@@ -484,7 +467,7 @@ mod tests {
             let exhaustive = rows_all
                 .iter()
                 .filter(|r| max_gpu_load(r, &w, 2) <= budget)
-                .map(|r| migrations(r, &prev, 2))
+                .map(|r| row_migrations(r, &prev, 2))
                 .min()
                 .unwrap();
             let plan = Plan::new(vec![prev], None, &t).unwrap();

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::{LayerStats, LayerStatus, Placement, PlanStats, Policy, RoutedStats, Split};
 use crate::load::LoadMatrix;
+use crate::migration;
 use crate::plan::Plan;
 use crate::routing;
 use crate::score::{self, LayerScore, Score};
@@ -126,7 +127,7 @@ pub(super) fn plan_stats(
         .collect();
     let migrations = run
         .previous
-        .map(|previous| score::migrations(topology, previous, plan));
+        .map(|previous| migration::migrations(topology, previous, plan));
     let model = |loads: &[f64]| LayerScore::new(loads.iter().sum(), ideal_sum).imbalance;
     let bound_loads: Vec<f64> = run.layers.iter().map(|l| l.bound_load).collect();
     let routed = routing::score_optimal(topology, load, plan);

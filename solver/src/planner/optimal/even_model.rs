@@ -19,9 +19,9 @@
 
 use good_lp::{constraint, variable, Expression, ProblemVariables, SolverModel, Variable};
 
-use super::milp::{self, Solved};
 use super::packing::EvenPacking;
 use super::problem::NodeProblem;
+use crate::milp::{self, Solved};
 
 /// Largest number of copy variables (`experts × GPUs × copies`) built.
 const MAX_COPIES: usize = 1536;

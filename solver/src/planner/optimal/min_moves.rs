@@ -16,8 +16,9 @@
 
 use good_lp::{constraint, variable, Expression, ProblemVariables, SolverModel, Variable};
 
-use super::milp;
 use super::problem::NodeProblem;
+use crate::migration::copy_migrations;
+use crate::milp;
 
 /// Largest `experts × GPUs` the model is built for: beyond it (global
 /// placement) building and presolving alone outlast any per-layer share.
@@ -37,14 +38,6 @@ fn copies(problem: NodeProblem, slots: impl Iterator<Item = Option<u32>>) -> Vec
         }
     }
     out
-}
-
-/// Migrations of a placement given as copy counts against `old` copy counts.
-fn moves(now: &[u32], old: &[u32]) -> usize {
-    now.iter()
-        .zip(old)
-        .map(|(&a, &b)| a.saturating_sub(b) as usize)
-        .sum()
 }
 
 /// Solves the model above from `start` (a complete slot table); returns a
@@ -67,7 +60,7 @@ pub(crate) fn min_moves(
     }
     let old_copies = copies(problem, old.iter().copied());
     let start_copies = copies(problem, start.iter().map(|&e| Some(e)));
-    let start_moves = moves(&start_copies, &old_copies);
+    let start_moves = copy_migrations(&start_copies, &old_copies);
     if start_moves == 0 || n * g_count > MAX_PAIRS || !milp::worth_building(seconds) {
         return None;
     }
@@ -155,7 +148,7 @@ pub(crate) fn min_moves(
     }
     let placed_ok =
         (0..n).all(|e| (0..g_count).map(|g| found[g * n + e]).sum::<u32>() == counts[e]);
-    (placed_ok && moves(&found, &old_copies) < start_moves).then_some(table)
+    (placed_ok && copy_migrations(&found, &old_copies) < start_moves).then_some(table)
 }
 
 #[cfg(test)]

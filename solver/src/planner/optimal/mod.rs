@@ -34,7 +34,6 @@ mod even_search;
 mod fresh;
 mod frontier;
 mod group_assign;
-mod milp;
 mod min_moves;
 mod packing;
 mod problem;

@@ -123,6 +123,11 @@ impl<'p> EvenPacking<'p> {
         self.loads[g] / self.problem.speeds[g]
     }
 
+    /// Copies of expert `e` on GPU `g` at `g * n + e`.
+    pub fn copy_table(&self) -> &[u32] {
+        &self.present
+    }
+
     pub fn copies(&self, g: usize, e: u32) -> u32 {
         self.present[g * self.problem.num_experts() + e as usize]
     }

@@ -19,6 +19,7 @@ use std::time::Instant;
 
 use super::packing::EvenPacking;
 use super::problem::NodeProblem;
+use crate::migration::copy_migrations;
 
 /// Overloaded GPUs whose moves one repair round considers.
 const OVER_GPUS: usize = 3;
@@ -41,14 +42,7 @@ impl History {
 
     /// Migrations of `p` against the previous placement.
     pub(crate) fn moves(&self, p: &EvenPacking) -> usize {
-        let n = self.num_experts;
-        (0..p.problem().num_gpus())
-            .map(|g| {
-                (0..n as u32)
-                    .map(|e| p.copies(g, e).saturating_sub(self.old(g, e)) as usize)
-                    .sum::<usize>()
-            })
-            .sum()
+        copy_migrations(p.copy_table(), &self.old)
     }
 
     /// Migrations added by one more copy of `e` on `g`.
@@ -409,11 +403,7 @@ mod tests {
     /// as changed).
     fn moved(r: &Repaired, old: &[Option<u32>], s: usize) -> usize {
         let old: Vec<u32> = old.iter().map(|e| e.unwrap_or(u32::MAX)).collect();
-        r.slots
-            .chunks(s)
-            .zip(old.chunks(s))
-            .map(|(new, old)| crate::planner::optimal::relabel::excess(new, old))
-            .sum()
+        crate::migration::row_migrations(&r.slots, &old, s)
     }
 
     fn problem<'a>(weights: &'a [f64], speeds: &'a [f64], s: usize) -> NodeProblem<'a> {

@@ -47,11 +47,12 @@ use super::group_assign::GroupModel;
 use super::min_moves::min_moves;
 use super::packing::EvenPacking;
 use super::problem::{water_fill, NodeProblem};
-use super::relabel::{self, excess};
+use super::relabel;
 use super::repair::{self, Repairer};
 use super::weighted::{self, REACHED};
 use crate::bound::Replication;
 use crate::knapsack;
+use crate::migration::row_migrations;
 use crate::planner::{Placement, Split};
 
 /// Relative targets above the fresh max load the repairs aim for.
@@ -104,14 +105,6 @@ pub(crate) struct Replanner<'t> {
     pub tolerance: f64,
     /// Work each trade-off curve may spend ([`super::frontier::work_per_curve`]).
     pub curve_work: usize,
-}
-
-/// Migrations of `row` against `prev` (per-GPU multiset difference).
-pub(crate) fn migrations(row: &[u32], prev: &[u32], slots_per_gpu: usize) -> usize {
-    row.chunks_exact(slots_per_gpu)
-        .zip(prev.chunks_exact(slots_per_gpu))
-        .map(|(new, old)| excess(new, old))
-        .sum()
 }
 
 impl Replanner<'_> {
@@ -356,7 +349,7 @@ impl Replanner<'_> {
         let units = layout.units();
         for u in 0..units {
             let range = layout.slots(u);
-            if migrations(&out[range.clone()], &prev[range.clone()], s) == 0 {
+            if row_migrations(&out[range.clone()], &prev[range.clone()], s) == 0 {
                 continue;
             }
             let unit = Unit::of_slots(&out[range.clone()], row);
@@ -401,7 +394,7 @@ impl Replanner<'_> {
             .as_ref()
             .map(|sh| relabel::permute_gpus(sh, &source, s));
         Candidate {
-            migrations: migrations(&new_row, prev, s),
+            migrations: row_migrations(&new_row, prev, s),
             row: new_row,
             shares,
             max_load: fresh.max_load,
@@ -463,7 +456,7 @@ impl Replanner<'_> {
             max_load = max_load.max(unit_max);
         }
         Candidate {
-            migrations: migrations(&out, prev, s),
+            migrations: row_migrations(&out, prev, s),
             row: out,
             shares,
             max_load,

@@ -16,8 +16,8 @@
 
 use good_lp::{constraint, variable, Expression, ProblemVariables, SolverModel, Variable};
 
-use super::milp;
 use super::problem::NodeProblem;
+use crate::milp;
 
 /// Largest `experts × GPUs` the pattern MILP is tried on: beyond it (the
 /// global policy) a solve rarely finishes and the LP answer stands.
