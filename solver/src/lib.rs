@@ -29,6 +29,7 @@ pub mod plan;
 pub mod planner;
 pub mod routing;
 pub mod score;
+mod tolerance;
 pub mod topology;
 
 pub use bound::{model_bounds, LayerBounds, ModelBounds};

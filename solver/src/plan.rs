@@ -3,10 +3,8 @@
 use serde_json::{json, Value};
 
 use crate::error::ParseError;
+use crate::tolerance;
 use crate::topology::Topology;
-
-/// Tolerance on `replica_share` sums: shares come from floating-point solvers.
-const SHARE_SUM_TOLERANCE: f64 = 1e-6;
 
 /// A valid plan for one topology: `L` layers of `P = N*G*S` slots, each slot
 /// holding an expert in `0..E`, every expert placed at least once per layer.
@@ -63,7 +61,7 @@ impl Plan {
             for (layer, (row, experts)) in shares.iter().zip(&phy2log).enumerate() {
                 let mut sums = vec![0.0; num_experts];
                 for (slot, (&share, &expert)) in row.iter().zip(experts).enumerate() {
-                    if !(share.is_finite() && (0.0..=1.0 + SHARE_SUM_TOLERANCE).contains(&share)) {
+                    if !(share.is_finite() && (0.0..=1.0 + tolerance::SHARE_SUM).contains(&share)) {
                         return Err(ParseError::entry(
                             "replica_share",
                             layer,
@@ -76,7 +74,7 @@ impl Plan {
                 if let Some((e, sum)) = sums
                     .iter()
                     .enumerate()
-                    .find(|(_, s)| (**s - 1.0).abs() > SHARE_SUM_TOLERANCE)
+                    .find(|(_, s)| (**s - 1.0).abs() > tolerance::SHARE_SUM)
                 {
                     return Err(ParseError::layer(
                         "replica_share",

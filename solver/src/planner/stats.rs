@@ -10,10 +10,8 @@ use crate::migration;
 use crate::plan::Plan;
 use crate::routing;
 use crate::score::{self, LayerScore, Score};
+use crate::tolerance;
 use crate::topology::Topology;
-
-/// Relative slack within which a plan counts as meeting its bound.
-const AT_BOUND: f64 = 1e-9;
 
 /// What the planner knows about one layer of its run.
 pub(super) struct LayerFacts {
@@ -106,7 +104,7 @@ pub(super) fn plan_stats(
             let objective = facts.objective_load.map_or(layer.imbalance, |o| {
                 LayerScore::new(o, layer.ideal_load).imbalance
             });
-            let met = layer.imbalance <= bound * (1.0 + AT_BOUND);
+            let met = layer.imbalance <= bound * (1.0 + tolerance::REACHED);
             LayerStats {
                 imbalance: layer.imbalance,
                 bound,

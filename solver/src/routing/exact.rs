@@ -30,13 +30,10 @@ use highs::{HighsModelStatus, HighsSolutionStatus, RowProblem, Sense};
 use super::graph::LayerGraph;
 use super::threshold::{load, Integral, NumberModel};
 use crate::milp;
+use crate::tolerance;
 
 /// A solve shorter than this cannot even load the model.
 const MIN_TIME: Duration = Duration::from_millis(2);
-
-/// Relative slack on HiGHS's bounds (its feasibility tolerance is 1e-7
-/// absolute on loads of up to millions of tokens).
-const BOUND_SLACK: f64 = 1e-6;
 
 /// One component's problem, as the search sees it.
 pub(crate) struct Component<'a> {
@@ -181,7 +178,7 @@ pub(crate) fn probe(
     // are above it.
     let bound = match milp::dual_bound(&solved) {
         Some(b) => {
-            let b = b * (1.0 - BOUND_SLACK);
+            let b = b * (1.0 - tolerance::HIGHS_BOUND);
             component
                 .at_least(b.max(floor))
                 .min(component.above(target))

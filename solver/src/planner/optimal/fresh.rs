@@ -16,6 +16,7 @@ use super::problem::NodeProblem;
 use super::weighted;
 use crate::planner::greedy::{Greedy, Scratch};
 use crate::planner::{LayerStatus, Placement, Split};
+use crate::tolerance;
 use crate::topology::Topology;
 
 /// Relative gap above which a node's descent is followed by kicks: the
@@ -302,7 +303,7 @@ impl UnitResult {
 /// Optimal when the bound proves it; time limit when an exact model on the
 /// busiest unit ran out of time; heuristic otherwise.
 pub(crate) fn status(max_load: f64, bound_load: f64, timed_out: bool) -> LayerStatus {
-    if max_load <= bound_load * (1.0 + weighted::REACHED) {
+    if max_load <= bound_load * (1.0 + tolerance::REACHED) {
         LayerStatus::Optimal
     } else if timed_out {
         LayerStatus::TimeLimit

@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use super::packing::EvenPacking;
 use super::repair::{self, History};
+use crate::tolerance;
 
 /// States kept per migration level.
 const WIDTH: usize = 6;
@@ -262,7 +263,8 @@ fn edits(
 
 /// Whether `(max_load, energy)` ranks strictly before `now`.
 fn improves(rank: (f64, f64), now: (f64, f64)) -> bool {
-    rank.0 < now.0 * (1.0 - 1e-12) || (rank.0 <= now.0 && rank.1 < now.1 * (1.0 - 1e-12))
+    rank.0 < now.0 * (1.0 - tolerance::ROUNDING)
+        || (rank.0 <= now.0 && rank.1 < now.1 * (1.0 - tolerance::ROUNDING))
 }
 
 /// Applies the best free edit (no migration added) while one improves the

@@ -19,13 +19,11 @@ use good_lp::{constraint, variable, Expression, ProblemVariables, SolverModel, V
 use super::problem::NodeProblem;
 use crate::migration::copy_migrations;
 use crate::milp;
+use crate::tolerance;
 
 /// Largest `experts × GPUs` the model is built for: beyond it (global
 /// placement) building and presolving alone outlast any per-layer share.
 const MAX_PAIRS: usize = 1024;
-
-/// Relative slack on the load limit when checking the solver's answer.
-const LOAD_TOLERANCE: f64 = 1e-9;
 
 /// Copies of each local expert on each GPU (`g * n + e`).
 fn copies(problem: NodeProblem, slots: impl Iterator<Item = Option<u32>>) -> Vec<u32> {
@@ -141,7 +139,7 @@ pub(crate) fn min_moves(
             .iter()
             .map(|&e| problem.weights[e as usize] / f64::from(counts[e as usize]))
             .sum();
-        if load > limit * problem.speeds[g] * (1.0 + LOAD_TOLERANCE) {
+        if load > limit * problem.speeds[g] * (1.0 + tolerance::REACHED) {
             return None;
         }
         table.extend(gpu);

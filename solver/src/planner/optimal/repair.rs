@@ -20,12 +20,10 @@ use std::time::Instant;
 use super::packing::EvenPacking;
 use super::problem::NodeProblem;
 use crate::migration::copy_migrations;
+use crate::tolerance;
 
 /// Overloaded GPUs whose moves one repair round considers.
 const OVER_GPUS: usize = 3;
-
-/// Relative slack below which a load counts as meeting the target.
-const SLACK: f64 = 1e-12;
 
 /// How much a slot change costs, relative to the previous placement.
 #[derive(Debug, Clone)]
@@ -215,7 +213,7 @@ fn repair_loop(packing: &mut EvenPacking, history: &History, target: f64, deadli
     let p = packing.problem();
     let (s, g_count, n) = (p.slots_per_gpu, p.num_gpus(), p.num_experts() as u32);
     let cap = p.count_cap();
-    let tol = SLACK * target;
+    let tol = tolerance::ROUNDING * target;
     let mut delta = Vec::new();
     for round in 0..4 * p.num_slots() {
         let current = excess(packing, target);
@@ -330,7 +328,7 @@ pub(crate) fn tidy(packing: &mut EvenPacking, history: &History, limit: f64) {
     let p = packing.problem();
     let (s, g_count) = (p.slots_per_gpu, p.num_gpus());
     let cap = p.count_cap();
-    let tol = SLACK * limit;
+    let tol = tolerance::ROUNDING * limit;
     let mut delta = Vec::new();
     loop {
         let mut done = true;

@@ -49,11 +49,12 @@ use super::packing::EvenPacking;
 use super::problem::{water_fill, NodeProblem};
 use super::relabel;
 use super::repair::{self, Repairer};
-use super::weighted::{self, REACHED};
+use super::weighted;
 use crate::bound::Replication;
 use crate::knapsack;
 use crate::migration::row_migrations;
 use crate::planner::{Placement, Split};
+use crate::tolerance;
 
 /// Relative targets above the fresh max load the repairs aim for.
 const LEVELS: [f64; 16] = [
@@ -306,7 +307,7 @@ impl Replanner<'_> {
                 let repaired = repairers[k].reach(tau, budget.deadline());
                 let range = layout.slots(u);
                 let mut local = repaired.slots;
-                if repaired.max_load > tau * (1.0 + REACHED) {
+                if repaired.max_load > tau * (1.0 + tolerance::REACHED) {
                     let fallback = fallbacks[k].get_or_insert_with(|| {
                         self.fresh_unit(problems[k], &units[k], fresh, tau, seed + level as u64)
                     });
@@ -315,7 +316,8 @@ impl Replanner<'_> {
                         relabel::match_gpus(fallback, &local_old(&olds[k]), layout.speeds(u), s);
                     let renamed = relabel::permute_gpus(fallback, &inverse(&old_of_new), s);
                     let max_load = EvenPacking::from_slots(problems[k], renamed.clone()).max_load();
-                    if max_load <= tau * (1.0 + REACHED) || max_load < repaired.max_load {
+                    if max_load <= tau * (1.0 + tolerance::REACHED) || max_load < repaired.max_load
+                    {
                         local = renamed;
                     }
                 }
@@ -369,7 +371,7 @@ impl Replanner<'_> {
             }
         }
         let refined = self.finish(row, out, prev, &mut ShareCache::default(), budget);
-        let no_worse = refined.max_load <= chosen.max_load * (1.0 + 1e-12);
+        let no_worse = refined.max_load <= chosen.max_load * (1.0 + tolerance::ROUNDING);
         if no_worse && refined.migrations < chosen.migrations {
             refined
         } else {
