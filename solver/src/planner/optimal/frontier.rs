@@ -208,7 +208,6 @@ fn edits(
 ) {
     let p = state.problem();
     let (s, g_count, n) = (p.slots_per_gpu, p.num_gpus(), p.num_experts() as u32);
-    let cap = p.count_cap();
     let mut busy: Vec<usize> = (0..g_count).collect();
     busy.sort_by(|&a, &b| state.load(b).total_cmp(&state.load(a)));
     busy.truncate(BUSY_GPUS);
@@ -233,15 +232,11 @@ fn edits(
             }
         }
         let mut recount = |slot: usize, to: u32, delta: &mut Vec<(usize, f64)>| {
-            let from = state.expert_at(slot);
-            let h = slot / s;
-            if from == to
-                || state.counts()[from as usize] < 2
-                || state.counts()[to as usize] >= cap
-                || state.copies(h, to) >= p.per_gpu_limit(state.counts()[to as usize] + 1)
-            {
+            if !state.may_recount(slot, to) {
                 return;
             }
+            let from = state.expert_at(slot);
+            let h = slot / s;
             state.recount_delta(slot, to, delta);
             let cost = history.add_cost(state, h, to) + history.remove_cost(state, h, from);
             visit(cost, delta, Edit::Recount(slot, to));

@@ -212,7 +212,6 @@ enum Move {
 fn repair_loop(packing: &mut EvenPacking, history: &History, target: f64, deadline: Instant) {
     let p = packing.problem();
     let (s, g_count, n) = (p.slots_per_gpu, p.num_gpus(), p.num_experts() as u32);
-    let cap = p.count_cap();
     let tol = tolerance::ROUNDING * target;
     let mut delta = Vec::new();
     for round in 0..4 * p.num_slots() {
@@ -272,15 +271,11 @@ fn repair_loop(packing: &mut EvenPacking, history: &History, target: f64, deadli
         }
         let mut recount =
             |slot: usize, to: u32, packing: &EvenPacking, delta: &mut Vec<(usize, f64)>| {
-                let from = packing.expert_at(slot);
-                let g = slot / s;
-                if from == to
-                    || packing.counts()[from as usize] < 2
-                    || packing.counts()[to as usize] >= cap
-                    || packing.copies(g, to) >= p.per_gpu_limit(packing.counts()[to as usize] + 1)
-                {
+                if !packing.may_recount(slot, to) {
                     return;
                 }
+                let from = packing.expert_at(slot);
+                let g = slot / s;
                 packing.recount_delta(slot, to, delta);
                 let gain: f64 = delta
                     .iter()
