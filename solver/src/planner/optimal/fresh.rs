@@ -15,7 +15,8 @@ use super::packing::EvenPacking;
 use super::problem::NodeProblem;
 use super::weighted;
 use crate::planner::greedy::{Greedy, Scratch};
-use crate::planner::{LayerStatus, Placement, Split};
+use crate::planner::policy::{Placement, Split};
+use crate::planner::stats::LayerStatus;
 use crate::tolerance;
 use crate::topology::Topology;
 

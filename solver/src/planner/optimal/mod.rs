@@ -51,7 +51,8 @@ use crate::bound::{self, ReplanBoundInput};
 use crate::load::LoadMatrix;
 use crate::plan::Plan;
 use crate::planner::greedy::{Greedy, Scratch};
-use crate::planner::{LayerStatus, Placement, Split};
+use crate::planner::policy::{Placement, Split};
+use crate::planner::stats::LayerStatus;
 use crate::score;
 use crate::topology::Topology;
 

@@ -53,7 +53,7 @@ use super::weighted;
 use crate::bound::Replication;
 use crate::knapsack;
 use crate::migration::row_migrations;
-use crate::planner::{Placement, Split};
+use crate::planner::policy::{Placement, Split};
 use crate::tolerance;
 
 /// Relative targets above the fresh max load the repairs aim for.
