@@ -16,8 +16,8 @@
 
 use good_lp::{constraint, variable, Expression, ProblemVariables, SolverModel, Variable};
 
-use super::problem::NodeProblem;
 use crate::milp;
+use crate::planner::optimal::problem::NodeProblem;
 use crate::tolerance;
 
 /// Largest `experts × GPUs` the pattern MILP is tried on: beyond it (the

@@ -17,8 +17,8 @@
 
 use std::time::Instant;
 
-use super::packing::EvenPacking;
-use super::rng::SplitMix;
+use crate::planner::optimal::packing::EvenPacking;
+use crate::planner::optimal::rng::SplitMix;
 use crate::tolerance;
 
 /// Heaviest GPUs the 2-2 swaps start from (the max only moves through them).

@@ -16,9 +16,9 @@
 
 use good_lp::{constraint, variable, Expression, ProblemVariables, SolverModel, Variable};
 
-use super::problem::NodeProblem;
 use crate::migration::copy_migrations;
 use crate::milp;
+use crate::planner::optimal::problem::NodeProblem;
 use crate::tolerance;
 
 /// Largest `experts × GPUs` the model is built for: beyond it (global

@@ -39,20 +39,28 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use super::budget::Budget;
-use super::even_search::{self, Effort};
-use super::fresh::{LayerSolution, Layout, Unit};
-use super::frontier::frontier;
-use super::group_assign::GroupModel;
-use super::min_moves::min_moves;
-use super::packing::EvenPacking;
-use super::problem::{water_fill, NodeProblem};
-use super::relabel;
-use super::repair::{self, Repairer};
-use super::weighted;
+mod frontier;
+mod group_assign;
+mod min_moves;
+mod relabel;
+mod repair;
+
+pub(super) use frontier::work_per_curve;
+
+use frontier::frontier;
+use group_assign::GroupModel;
+use min_moves::min_moves;
+use repair::Repairer;
+
 use crate::bound::Replication;
 use crate::knapsack;
 use crate::migration::row_migrations;
+use crate::planner::optimal::budget::Budget;
+use crate::planner::optimal::fresh::even_search::{self, Effort};
+use crate::planner::optimal::fresh::{weighted, LayerSolution};
+use crate::planner::optimal::packing::EvenPacking;
+use crate::planner::optimal::problem::{water_fill, NodeProblem};
+use crate::planner::optimal::unit::{Layout, Unit};
 use crate::planner::policy::{Placement, Split};
 use crate::tolerance;
 
@@ -104,7 +112,7 @@ pub(crate) struct Replanner<'t> {
     pub layout: Layout<'t>,
     pub split: Split,
     pub tolerance: f64,
-    /// Work each trade-off curve may spend ([`super::frontier::work_per_curve`]).
+    /// Work each trade-off curve may spend ([`work_per_curve`]).
     pub curve_work: usize,
 }
 

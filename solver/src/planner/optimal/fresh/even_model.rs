@@ -19,9 +19,9 @@
 
 use good_lp::{constraint, variable, Expression, ProblemVariables, SolverModel, Variable};
 
-use super::packing::EvenPacking;
-use super::problem::NodeProblem;
 use crate::milp::{self, Solved};
+use crate::planner::optimal::packing::EvenPacking;
+use crate::planner::optimal::problem::NodeProblem;
 use crate::tolerance;
 
 /// Largest number of copy variables (`experts × GPUs × copies`) built.

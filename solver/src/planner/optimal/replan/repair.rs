@@ -17,9 +17,9 @@
 
 use std::time::Instant;
 
-use super::packing::EvenPacking;
-use super::problem::NodeProblem;
 use crate::migration::copy_migrations;
+use crate::planner::optimal::packing::EvenPacking;
+use crate::planner::optimal::problem::NodeProblem;
 use crate::tolerance;
 
 /// Overloaded GPUs whose moves one repair round considers.

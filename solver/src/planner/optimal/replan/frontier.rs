@@ -16,8 +16,8 @@
 use std::collections::HashSet;
 use std::time::Instant;
 
-use super::packing::EvenPacking;
 use super::repair::{self, History};
+use crate::planner::optimal::packing::EvenPacking;
 use crate::tolerance;
 
 /// States kept per migration level.
