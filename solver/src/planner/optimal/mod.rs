@@ -1,6 +1,6 @@
 //! The optimal policy: provably near-best plans that move few experts.
 //!
-//! A layer decomposes into independent subproblems ([`unit`]) once groups
+//! A layer decomposes into independent subproblems ([`mod@unit`]) once groups
 //! are given to nodes, so the policy never builds one model for a whole
 //! layer (such a model does not finish in seconds with any backend).
 //! Instead:
@@ -20,18 +20,18 @@
 //!    proven against it; a layer that meets its bound is reported optimal.
 //! 3. **Re-plan** ([`mod@replan`]) with a previous plan: a ladder of candidates
 //!    per layer (kept, the trade-off curves of keeping groups in place and of
-//!    the other splits met ([`frontier`](replan::frontier)), repaired to
-//!    several targets with the exact group model and a per-node repair, fresh
-//!    and relabelled),
-//!    then one choice per layer for the whole model: fewest migrations within
-//!    the balance tolerance (an exact knapsack), or the best price. A proven
-//!    floor on the migrations of any plan within the tolerance
-//!    ([`crate::bound::replan_migrations`]) is reported beside them.
+//!    the other splits met (`replan::frontier`), repaired to several targets
+//!    with the exact group model and a per-node repair, fresh and
+//!    relabelled), then one choice per layer for the whole model: fewest
+//!    migrations within the balance tolerance (an exact knapsack), or the
+//!    best price. A proven floor on the migrations of any plan within the
+//!    tolerance ([`crate::bound::replan_migrations`]) is reported beside them.
 //!
 //! Layers run in parallel (rayon); HiGHS runs single-threaded inside them.
-//! `time_limit` is shared out by [`budget::Budget`]. What both kinds of plans
-//! work on sits here: [`problem`], [`unit`], [`packing`], [`budget`], [`rng`];
-//! each kind's own parts sit in [`fresh`] and [`mod@replan`].
+//! `time_limit` is shared out by [`budget::Budget`]. What both kinds of
+//! plans work on sits here ([`problem`], [`mod@unit`], [`packing`],
+//! [`budget`], [`rng`]); each kind's own parts sit in [`fresh`] and
+//! [`mod@replan`].
 
 mod budget;
 mod fresh;

@@ -8,7 +8,7 @@
 //! * the fresh plan with its nodes and GPUs renamed to match the previous
 //!   plan best ([`relabel`]);
 //! * the trade-off curve of the previous group split, and of every other
-//!   split the group model picks below ([`frontier`]): for each migration
+//!   split the group model picks below ([`mod@frontier`]): for each migration
 //!   count, the lowest max load a beam search over swaps and recounts finds,
 //!   combined over units. Keeping groups in place is where cheap re-plans
 //!   live (a moved group costs every slot it held), and the curves offer the
@@ -33,7 +33,7 @@
 //!   over the serving horizon, compared with keeping the previous plan.
 //!
 //! A patient run (explicit time limit) then re-places each chosen candidate
-//! node by node with the exact min-moves model ([`min_moves`]), never
+//! node by node with the exact min-moves model ([`mod@min_moves`]), never
 //! letting a GPU exceed the candidate's max load.
 
 use std::cell::RefCell;
@@ -192,7 +192,7 @@ impl Replanner<'_> {
     }
 
     /// Candidates along the trade-off curve of the split `hosts` (groups
-    /// per unit): each unit's [`frontier`], combined over units so that
+    /// per unit): each unit's [`frontier()`], combined over units so that
     /// each migration count gets the lowest layer max load.
     fn curve(
         &self,
