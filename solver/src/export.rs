@@ -19,7 +19,7 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Value};
 
-use crate::plan::Plan;
+use crate::plan::{self, Plan};
 use crate::topology::Topology;
 
 /// An engine whose start-up plan format Ballast can write.
@@ -62,13 +62,10 @@ pub fn drops_shares(plan: &Plan) -> bool {
 }
 
 /// SGLang's `--init-expert-location` document. Dense layers before
-/// `first_moe_layer` get the trivial row (slot `p` holds expert `p % E`):
+/// `first_moe_layer` get the linear row ([`plan::linear_row`]):
 /// SGLang indexes the map by model layer and never reads those rows.
 pub fn sglang(topology: &Topology, plan: &Plan) -> Value {
-    let num_experts = topology.num_logical_experts() as u32;
-    let trivial: Vec<u32> = (0..topology.num_slots() as u32)
-        .map(|p| p % num_experts)
-        .collect();
+    let trivial = plan::linear_row(topology);
     let rows: Vec<&[u32]> = std::iter::repeat_n(trivial.as_slice(), topology.first_moe_layer())
         .chain(plan.phy2log().iter().map(Vec::as_slice))
         .collect();

@@ -23,10 +23,13 @@ pub mod error;
 pub mod export;
 mod knapsack;
 pub mod load;
+pub mod migration;
+mod milp;
 pub mod plan;
 pub mod planner;
 pub mod routing;
 pub mod score;
+mod tolerance;
 pub mod topology;
 
 pub use bound::{model_bounds, LayerBounds, ModelBounds};

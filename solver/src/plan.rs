@@ -3,10 +3,8 @@
 use serde_json::{json, Value};
 
 use crate::error::ParseError;
+use crate::tolerance;
 use crate::topology::Topology;
-
-/// Tolerance on `replica_share` sums: shares come from floating-point solvers.
-const SHARE_SUM_TOLERANCE: f64 = 1e-6;
 
 /// A valid plan for one topology: `L` layers of `P = N*G*S` slots, each slot
 /// holding an expert in `0..E`, every expert placed at least once per layer.
@@ -63,7 +61,7 @@ impl Plan {
             for (layer, (row, experts)) in shares.iter().zip(&phy2log).enumerate() {
                 let mut sums = vec![0.0; num_experts];
                 for (slot, (&share, &expert)) in row.iter().zip(experts).enumerate() {
-                    if !(share.is_finite() && (0.0..=1.0 + SHARE_SUM_TOLERANCE).contains(&share)) {
+                    if !(share.is_finite() && (0.0..=1.0 + tolerance::SHARE_SUM).contains(&share)) {
                         return Err(ParseError::entry(
                             "replica_share",
                             layer,
@@ -76,7 +74,7 @@ impl Plan {
                 if let Some((e, sum)) = sums
                     .iter()
                     .enumerate()
-                    .find(|(_, s)| (**s - 1.0).abs() > SHARE_SUM_TOLERANCE)
+                    .find(|(_, s)| (**s - 1.0).abs() > tolerance::SHARE_SUM)
                 {
                     return Err(ParseError::layer(
                         "replica_share",
@@ -90,6 +88,17 @@ impl Plan {
             phy2log,
             replica_share,
         })
+    }
+
+    /// The engines' default layout, in force before any plan is applied:
+    /// every layer is [`linear_row`] (slot `p` holds expert `p mod E`).
+    pub fn linear(topology: &Topology) -> Self {
+        Plan {
+            // Valid by the topology's invariants: at least `E` slots, so
+            // every expert gets one.
+            phy2log: vec![linear_row(topology); topology.num_layers()],
+            replica_share: None,
+        }
     }
 
     /// Parses `plan.json`; `log2phy`, `logcnt`, `stats` and other extra
@@ -213,6 +222,15 @@ impl Plan {
     }
 }
 
+/// One layer of [`Plan::linear`]: slot `p` holds expert `p mod E`, so the
+/// experts are dealt out round-robin and every one of them is placed.
+pub fn linear_row(topology: &Topology) -> Vec<u32> {
+    let experts = topology.num_logical_experts();
+    (0..topology.num_slots())
+        .map(|p| (p % experts) as u32)
+        .collect()
+}
+
 /// Replica count of each expert in one layer's `phy2log` row.
 pub fn replica_counts(row: &[u32], num_experts: usize) -> Vec<u32> {
     let mut counts = vec![0u32; num_experts];
@@ -291,6 +309,16 @@ mod tests {
         let shares = p.layer_shares(0, 4);
         assert!((shares[0] - 1.0 / 3.0).abs() < 1e-12);
         assert_eq!(shares[1], 1.0);
+    }
+
+    #[test]
+    fn linear_plan_deals_experts_round_robin() {
+        let t = topo();
+        let linear = Plan::linear(&t);
+        assert_eq!(linear.phy2log(), &[vec![0, 1, 2, 3, 0, 1]]);
+        assert_eq!(linear.replica_share(), None);
+        // What `Plan::new` would build from the same rows.
+        assert_eq!(Plan::new(vec![linear_row(&t)], None, &t).unwrap(), linear);
     }
 
     #[test]

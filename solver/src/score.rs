@@ -1,10 +1,14 @@
-//! The SPEC metrics: GPU loads, imbalance, migrations, locality, duplicates.
+//! The SPEC metrics: GPU loads, imbalance, locality, duplicates (migrations
+//! are [`crate::migration`]'s).
 
 use serde::Serialize;
 
 use crate::load::LoadMatrix;
 use crate::plan::Plan;
 use crate::topology::Topology;
+
+// Re-exported: the CLI and the service count migrations as part of a score.
+pub use crate::migration::migrations;
 
 /// How one layer of a plan does on one layer of load.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -156,56 +160,6 @@ pub fn same_gpu_duplicates(topology: &Topology, plan: &Plan) -> usize {
         }
     }
     total
-}
-
-/// Experts each GPU must load to go from `previous` to `next`, per layer:
-/// Σ over GPUs of the multiset difference new − old (SPEC "migrations").
-pub fn migrations_per_layer(topology: &Topology, previous: &Plan, next: &Plan) -> Vec<usize> {
-    let s = topology.slots_per_gpu();
-    let mut old: Vec<u32> = Vec::with_capacity(s);
-    let mut new: Vec<u32> = Vec::with_capacity(s);
-    previous
-        .phy2log()
-        .iter()
-        .zip(next.phy2log())
-        .map(|(prev_row, next_row)| {
-            prev_row
-                .chunks_exact(s)
-                .zip(next_row.chunks_exact(s))
-                .map(|(o, n)| {
-                    old.clear();
-                    old.extend_from_slice(o);
-                    old.sort_unstable();
-                    new.clear();
-                    new.extend_from_slice(n);
-                    new.sort_unstable();
-                    multiset_excess(&new, &old)
-                })
-                .sum()
-        })
-        .collect()
-}
-
-/// Total migrations from `previous` to `next`.
-pub fn migrations(topology: &Topology, previous: &Plan, next: &Plan) -> usize {
-    migrations_per_layer(topology, previous, next).iter().sum()
-}
-
-/// |a \ b| for sorted multisets.
-fn multiset_excess(a: &[u32], b: &[u32]) -> usize {
-    let (mut i, mut j, mut excess) = (0, 0, 0);
-    while i < a.len() {
-        if j >= b.len() || a[i] < b[j] {
-            excess += 1;
-            i += 1;
-        } else if a[i] > b[j] {
-            j += 1;
-        } else {
-            i += 1;
-            j += 1;
-        }
-    }
-    excess
 }
 
 #[cfg(test)]

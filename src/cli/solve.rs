@@ -238,7 +238,7 @@ mod tests {
 
     fn stats(migrations: Option<usize>) -> PlanStats {
         PlanStats {
-            policy: "greedy-hierarchical".into(),
+            policy: Policy::GreedyHierarchical,
             solve_ms: 1.5,
             model_imbalance: 1.05,
             bound: 1.04,

@@ -31,7 +31,7 @@ impl GpuProfile {
     /// Fewest of its heaviest slots to give up (with `t` added copies) for
     /// the GPU to carry at most `tau` after its speed.
     fn removals(&self, t: usize, tau: f64) -> usize {
-        let limit = tau * self.speed * (1.0 + super::migrations::SLACK);
+        let limit = tau * self.speed * (1.0 + crate::tolerance::REACHED);
         let left = self.base - self.relief[t.min(self.relief.len() - 1)];
         self.prefix
             .iter()

@@ -32,6 +32,7 @@
 
 use super::kept_gpus::KeptGpus;
 use crate::plan::Plan;
+use crate::tolerance;
 use crate::topology::Topology;
 
 /// Most load levels one layer's curve is evaluated at; beyond it the
@@ -44,9 +45,6 @@ const SPLIT_WORK_LIMIT: usize = 20_000_000;
 
 /// Most groups the split DP takes (it keeps `2^K` states).
 const MAX_SPLIT_GROUPS: usize = 20;
-
-/// Relative slack that keeps rounding from overstating a requirement.
-pub(super) const SLACK: f64 = 1e-9;
 
 /// What the bound needs to know about the run.
 pub(crate) struct ReplanBoundInput<'a> {
@@ -295,7 +293,8 @@ impl<'a> LayerCurve<'a> {
                 // Slots already holding experts of the groups it hosts.
                 staying += unit.held[g];
             }
-            let fits = load <= tau * unit.speed_sum * (1.0 + SLACK) && need <= unit.slots;
+            let fits =
+                load <= tau * unit.speed_sum * (1.0 + tolerance::REACHED) && need <= unit.slots;
             fits.then(|| match &unit.kept {
                 Some(gpus) if mask.is_none_or(|m| m == unit.home) => gpus.floor(tau, added),
                 _ => added.max(unit.slots - staying),
@@ -338,7 +337,9 @@ fn replicas_needed(w: f64, capacity: f64) -> usize {
     if capacity <= 0.0 {
         return usize::MAX / 4;
     }
-    ((w / capacity) * (1.0 - SLACK)).ceil().max(1.0) as usize
+    ((w / capacity) * (1.0 - tolerance::REACHED))
+        .ceil()
+        .max(1.0) as usize
 }
 
 fn binomial(n: usize, k: usize) -> usize {
@@ -358,7 +359,7 @@ fn knapsack(items: &[Vec<(f64, usize)>], budget: f64) -> usize {
     // Each layer's first item has its most migrations: together they bound
     // the optimum.
     let most = items.iter().filter_map(|l| l.first()).map(|i| i.1).sum();
-    match crate::knapsack::fewest_migrations(items, budget * (1.0 + SLACK), most) {
+    match crate::knapsack::fewest_migrations(items, budget * (1.0 + tolerance::REACHED), most) {
         Some(choice) => choice.iter().zip(items).map(|(&k, l)| l[k].1).sum(),
         // A layer no level reaches: no admissible re-plan to bound.
         None => 0,
@@ -368,6 +369,7 @@ fn knapsack(items: &[Vec<(f64, usize)>], budget: f64) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::migration::row_migrations;
     use crate::plan::replica_counts;
     use proptest::prelude::*;
 
@@ -390,24 +392,6 @@ mod tests {
                     .sum()
             })
             .fold(0.0, f64::max)
-    }
-
-    fn migrations(row: &[u32], prev: &[u32], s: usize) -> usize {
-        row.chunks(s)
-            .zip(prev.chunks(s))
-            .map(|(new, old)| {
-                let mut old = old.to_vec();
-                new.iter()
-                    .filter(|e| match old.iter().position(|o| o == *e) {
-                        Some(i) => {
-                            old.swap_remove(i);
-                            false
-                        }
-                        None => true,
-                    })
-                    .count()
-            })
-            .sum()
     }
 
     /// Every valid slot table of the tiny topology (all experts placed,
@@ -484,7 +468,7 @@ mod tests {
             let exhaustive = rows_all
                 .iter()
                 .filter(|r| max_gpu_load(r, &w, 2) <= budget)
-                .map(|r| migrations(r, &prev, 2))
+                .map(|r| row_migrations(r, &prev, 2))
                 .min()
                 .unwrap();
             let plan = Plan::new(vec![prev], None, &t).unwrap();

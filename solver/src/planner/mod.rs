@@ -7,12 +7,12 @@
 
 mod greedy;
 mod optimal;
+mod policy;
 mod stats;
 
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
-use serde::Serialize;
 use thiserror::Error;
 
 use crate::load::LoadMatrix;
@@ -22,68 +22,8 @@ use crate::topology::Topology;
 use greedy::{Greedy, LayerPlan, Scratch};
 
 pub use optimal::MigrationPricing;
-pub use stats::{PriceStats, ReplanStats};
-
-/// Which planner to run (SPEC `--policy`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Policy {
-    /// Greedy; hierarchical when `K % N == 0`, else global.
-    Greedy,
-    GreedyHierarchical,
-    GreedyGlobal,
-    /// Searches and exact models on decomposed subproblems, warm-started
-    /// from greedy, with proven gaps; migration-aware with a previous plan.
-    Optimal,
-    OptimalHierarchical,
-    OptimalGlobal,
-}
-
-impl Policy {
-    pub const ALL: [Policy; 6] = [
-        Policy::Greedy,
-        Policy::GreedyHierarchical,
-        Policy::GreedyGlobal,
-        Policy::Optimal,
-        Policy::OptimalHierarchical,
-        Policy::OptimalGlobal,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Policy::Greedy => "greedy",
-            Policy::GreedyHierarchical => "greedy-hierarchical",
-            Policy::GreedyGlobal => "greedy-global",
-            Policy::Optimal => "optimal",
-            Policy::OptimalHierarchical => "optimal-hierarchical",
-            Policy::OptimalGlobal => "optimal-global",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<Policy> {
-        Policy::ALL.into_iter().find(|p| p.name() == name)
-    }
-}
-
-/// The placement rule a plan follows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Placement {
-    /// Every replica of a group's experts on the group's one node.
-    Hierarchical,
-    /// Replicas anywhere.
-    Global,
-}
-
-/// How an expert's tokens are split among its replicas.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Split {
-    /// Evenly (what engines do today); the plan has no `replica_share`.
-    #[default]
-    Even,
-    /// The plan carries `replica_share` chosen by the planner.
-    Weighted,
-}
+pub use policy::{Placement, Policy, Split, UnknownName};
+pub use stats::{LayerStats, LayerStatus, PlanStats, PriceStats, ReplanStats, RoutedStats};
 
 /// Balance a re-plan may give up, by default, to move fewer experts.
 pub const DEFAULT_BALANCE_TOLERANCE: f64 = 0.005;
@@ -123,70 +63,6 @@ impl Default for PlanOptions {
             pricing: None,
         }
     }
-}
-
-/// How a layer's plan was obtained.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LayerStatus {
-    /// Proven optimal under the plan's rules.
-    Optimal,
-    /// An exact model ran out of time; the best plan found is returned.
-    TimeLimit,
-    /// Produced by a heuristic, no optimality proof.
-    Heuristic,
-}
-
-/// Per-layer figures in `stats.layers`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct LayerStats {
-    pub imbalance: f64,
-    /// Lower bound on this layer's imbalance under the same rules.
-    pub bound: f64,
-    pub status: LayerStatus,
-    /// The imbalance the planner claims for the layer (the plan never
-    /// scores above it).
-    pub objective: f64,
-    /// Proven gap: `imbalance / bound - 1`.
-    pub gap: f64,
-    /// Wall time spent on the layer (its share of the run for greedy).
-    pub solve_ms: f64,
-}
-
-/// The `stats` object a plan file carries (SPEC fixes the first five fields).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct PlanStats {
-    pub policy: String,
-    pub solve_ms: f64,
-    pub model_imbalance: f64,
-    /// Model-level lower bound (Σ layer bound loads / Σ ideal loads).
-    pub bound: f64,
-    pub placement: Placement,
-    pub split: Split,
-    pub mean_layer_imbalance: f64,
-    pub max_layer_imbalance: f64,
-    pub same_gpu_duplicates: usize,
-    /// Experts copied onto GPUs that did not hold them (with a previous plan).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub migrations: Option<usize>,
-    /// `migrations × expert_bytes`, when the topology gives `expert_bytes`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bytes_moved: Option<u64>,
-    /// How a migration-aware re-plan compares with its alternatives.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub replan: Option<ReplanStats>,
-    /// The same placement with each layer's load routed optimally among the
-    /// replicas (`score --routing optimal`): what per-batch routing reaches.
-    pub optimal_routing: RoutedStats,
-    pub layers: Vec<LayerStats>,
-}
-
-/// `stats.optimal_routing`: imbalance figures under the best routing.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RoutedStats {
-    pub model_imbalance: f64,
-    pub mean_layer_imbalance: f64,
-    pub max_layer_imbalance: f64,
 }
 
 /// A plan and the figures that describe it.
@@ -239,10 +115,7 @@ pub fn solve(
         .map(|p| check_previous(topology, p))
         .transpose()?;
     let (policy, placement) = resolve(options.policy, topology)?;
-    let optimal = matches!(
-        policy,
-        Policy::Optimal | Policy::OptimalHierarchical | Policy::OptimalGlobal
-    );
+    let optimal = policy.is_optimal();
     if options.split == Split::Weighted && !optimal {
         return Err(PlanError::Unsupported(format!(
             "--split weighted needs an optimal policy, not {}",
@@ -468,7 +341,11 @@ mod tests {
         assert_eq!(run(Policy::Greedy).placement, Placement::Hierarchical);
         assert_eq!(run(Policy::GreedyGlobal).placement, Placement::Global);
         let optimal = run(Policy::OptimalHierarchical);
-        assert_eq!(optimal.policy, "optimal-hierarchical");
+        assert_eq!(optimal.policy.name(), "optimal-hierarchical");
+        // The plan file's `stats.policy` is still the name.
+        let json = serde_json::to_value(&optimal).unwrap();
+        assert_eq!(json["policy"], "optimal-hierarchical");
+        assert_eq!(json["split"], "even");
         assert_eq!(optimal.placement, Placement::Hierarchical);
         assert_eq!(run(Policy::OptimalGlobal).placement, Placement::Global);
         assert_eq!(PlanOptions::default().policy, Policy::Optimal);

@@ -4,15 +4,79 @@
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::{LayerStats, LayerStatus, Placement, PlanStats, Policy, RoutedStats, Split};
+use super::policy::{Placement, Policy, Split};
 use crate::load::LoadMatrix;
+use crate::migration;
 use crate::plan::Plan;
 use crate::routing;
 use crate::score::{self, LayerScore, Score};
+use crate::tolerance;
 use crate::topology::Topology;
 
-/// Relative slack within which a plan counts as meeting its bound.
-const AT_BOUND: f64 = 1e-9;
+/// How a layer's plan was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LayerStatus {
+    /// Proven optimal under the plan's rules.
+    Optimal,
+    /// An exact model ran out of time; the best plan found is returned.
+    TimeLimit,
+    /// Produced by a heuristic, no optimality proof.
+    Heuristic,
+}
+
+/// Per-layer figures in `stats.layers`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LayerStats {
+    pub imbalance: f64,
+    /// Lower bound on this layer's imbalance under the same rules.
+    pub bound: f64,
+    pub status: LayerStatus,
+    /// The imbalance the planner claims for the layer (the plan never
+    /// scores above it).
+    pub objective: f64,
+    /// Proven gap: `imbalance / bound - 1`.
+    pub gap: f64,
+    /// Wall time spent on the layer (its share of the run for greedy).
+    pub solve_ms: f64,
+}
+
+/// The `stats` object a plan file carries (SPEC fixes the first five fields).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlanStats {
+    /// Written as the policy's name.
+    pub policy: Policy,
+    pub solve_ms: f64,
+    pub model_imbalance: f64,
+    /// Model-level lower bound (Σ layer bound loads / Σ ideal loads).
+    pub bound: f64,
+    pub placement: Placement,
+    pub split: Split,
+    pub mean_layer_imbalance: f64,
+    pub max_layer_imbalance: f64,
+    pub same_gpu_duplicates: usize,
+    /// Experts copied onto GPUs that did not hold them (with a previous plan).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub migrations: Option<usize>,
+    /// `migrations × expert_bytes`, when the topology gives `expert_bytes`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_moved: Option<u64>,
+    /// How a migration-aware re-plan compares with its alternatives.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replan: Option<ReplanStats>,
+    /// The same placement with each layer's load routed optimally among the
+    /// replicas (`score --routing optimal`): what per-batch routing reaches.
+    pub optimal_routing: RoutedStats,
+    pub layers: Vec<LayerStats>,
+}
+
+/// `stats.optimal_routing`: imbalance figures under the best routing.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RoutedStats {
+    pub model_imbalance: f64,
+    pub mean_layer_imbalance: f64,
+    pub max_layer_imbalance: f64,
+}
 
 /// What the planner knows about one layer of its run.
 pub(super) struct LayerFacts {
@@ -105,7 +169,7 @@ pub(super) fn plan_stats(
             let objective = facts.objective_load.map_or(layer.imbalance, |o| {
                 LayerScore::new(o, layer.ideal_load).imbalance
             });
-            let met = layer.imbalance <= bound * (1.0 + AT_BOUND);
+            let met = layer.imbalance <= bound * (1.0 + tolerance::REACHED);
             LayerStats {
                 imbalance: layer.imbalance,
                 bound,
@@ -126,12 +190,12 @@ pub(super) fn plan_stats(
         .collect();
     let migrations = run
         .previous
-        .map(|previous| score::migrations(topology, previous, plan));
+        .map(|previous| migration::migrations(topology, previous, plan));
     let model = |loads: &[f64]| LayerScore::new(loads.iter().sum(), ideal_sum).imbalance;
     let bound_loads: Vec<f64> = run.layers.iter().map(|l| l.bound_load).collect();
     let routed = routing::score_optimal(topology, load, plan);
     PlanStats {
-        policy: run.policy.name().to_string(),
+        policy: run.policy,
         solve_ms: run.solve_ms,
         model_imbalance: score.model_imbalance,
         bound: model(&bound_loads),

@@ -29,13 +29,11 @@ use highs::{HighsModelStatus, HighsSolutionStatus, RowProblem, Sense};
 
 use super::graph::LayerGraph;
 use super::threshold::{load, Integral, NumberModel};
+use crate::milp;
+use crate::tolerance;
 
 /// A solve shorter than this cannot even load the model.
 const MIN_TIME: Duration = Duration::from_millis(2);
-
-/// Relative slack on HiGHS's bounds (its feasibility tolerance is 1e-7
-/// absolute on loads of up to millions of tokens).
-const BOUND_SLACK: f64 = 1e-6;
 
 /// One component's problem, as the search sees it.
 pub(crate) struct Component<'a> {
@@ -164,15 +162,7 @@ pub(crate) fn probe(
     }
 
     let mut model = problem.try_optimise(Sense::Minimise).ok()?;
-    model.make_quiet();
-    // One thread, as the planner's models: HiGHS's thread pool is global,
-    // and it refuses a model asking for another count than the first did.
-    let options_ok = model.try_set_option("threads", 1).is_ok()
-        && model
-            .try_set_option("time_limit", time.as_secs_f64())
-            .is_ok()
-        && model.try_set_option("random_seed", 0).is_ok();
-    if !options_ok {
+    if !milp::configure(&mut model, time.as_secs_f64(), None) {
         return None;
     }
     let solved = model.try_solve().ok()?;
@@ -186,14 +176,14 @@ pub(crate) fn probe(
     }
     // HiGHS's bound covers the activations within the target; the others
     // are above it.
-    let bound = match solved.double_info_value(c"mip_dual_bound") {
-        Ok(b) if b.is_finite() => {
-            let b = b * (1.0 - BOUND_SLACK);
+    let bound = match milp::dual_bound(&solved) {
+        Some(b) => {
+            let b = b * (1.0 - tolerance::HIGHS_BOUND);
             component
                 .at_least(b.max(floor))
                 .min(component.above(target))
         }
-        _ => floor,
+        None => floor,
     };
     if solved.primal_solution_status() != HighsSolutionStatus::Feasible {
         return Some(Verdict::Bounded(bound));

@@ -7,8 +7,8 @@
 //! capacities). It is found by the same parametric max-flow as whole-token
 //! routing, in `f64`: the returned value is `W(B) / S(B)` for the set `B`
 //! the search ends on, so it is a true lower bound up to one rounding, and a
-//! flow carries all but a `1e-12` share of the load at that threshold
-//! ([`Fractional::RELATIVE_TOLERANCE`](super::threshold::Fractional)).
+//! flow carries all but a [`ROUNDING`](crate::tolerance::ROUNDING) share
+//! (`1e-12`) of the load at that threshold.
 
 use super::graph::{LayerGraph, Locality, NO_DEMAND};
 use super::solve::Workspace;

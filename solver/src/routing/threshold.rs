@@ -11,6 +11,8 @@
 use std::fmt::Debug;
 use std::ops::{Add, Sub};
 
+use crate::tolerance;
+
 /// A quantity of tokens: `u64` for batches, `f64` for window loads.
 pub(crate) trait Amount:
     Copy + Debug + Default + PartialOrd + Add<Output = Self> + Sub<Output = Self>
@@ -114,7 +116,7 @@ impl NumberModel for Integral {
         // upwards in order. Each step raises the total by at least one and
         // the start is short by at most about one token per GPU.
         let total_speed: f64 = speeds.iter().sum();
-        let mut start = need as f64 / total_speed * (1.0 - 1e-12);
+        let mut start = need as f64 / total_speed * (1.0 - tolerance::ROUNDING);
         let mut have = loop {
             caps.clear();
             caps.extend(speeds.iter().map(|&s| Self::capacity(start, s)));
@@ -183,13 +185,6 @@ impl NumberModel for Levels {
     }
 }
 
-impl Fractional {
-    /// Relative tolerance of the real-valued solver: an arc with less than
-    /// this share of the total load left counts as saturated, and a bound
-    /// that improves by less than this share ends the search.
-    pub(crate) const RELATIVE_TOLERANCE: f64 = 1e-12;
-}
-
 impl NumberModel for Fractional {
     type Amount = f64;
 
@@ -213,12 +208,15 @@ impl NumberModel for Fractional {
         need / total_speed
     }
 
+    /// An arc with less than a rounding share of the total load left
+    /// counts as saturated.
     fn tolerance(total: f64) -> f64 {
-        total * Self::RELATIVE_TOLERANCE
+        total * tolerance::ROUNDING
     }
 
+    /// A bound that improves by less than a rounding share ends the search.
     fn improves(raised: f64, threshold: f64) -> bool {
-        raised > threshold * (1.0 + Self::RELATIVE_TOLERANCE)
+        raised > threshold * (1.0 + tolerance::ROUNDING)
     }
 }
 

@@ -16,12 +16,7 @@
 //! bound): nothing below it changes the layer's imbalance.
 
 use super::pack::Packing;
-
-/// Relative improvement below which a move counts as none (rounding noise).
-const MIN_GAIN: f64 = 1e-12;
-
-/// Relative slack within which the busiest GPU counts as at the bound.
-const TARGET_SLACK: f64 = 1e-9;
+use crate::tolerance;
 
 /// Moves allowed per slot of the packing, a guard against cycling on rounding.
 const MOVES_PER_SLOT: usize = 64;
@@ -51,7 +46,7 @@ pub(crate) struct Search {
 /// Runs swaps and count moves until the busiest GPU reaches `target` or no
 /// move lowers it.
 pub(super) fn improve(p: &mut Packing, target: f64, search: &mut Search) {
-    let stop = target * (1.0 + TARGET_SLACK);
+    let stop = target * (1.0 + tolerance::REACHED);
     let limit = MOVES_PER_SLOT * p.slot.len();
     let mut moves = 0;
     while moves < limit {
@@ -105,7 +100,7 @@ impl Search {
                     .map(|h| ((p.load[g] + p.load[h]) / (p.speed[g] + p.speed[h]), h)),
             );
             self.partners.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
-            let mut best = top * (1.0 - MIN_GAIN);
+            let mut best = top * (1.0 - tolerance::ROUNDING);
             let mut chosen = None;
             let (lg, sg) = (p.load[g], p.speed[g]);
             for &(level, h) in &self.partners {
@@ -154,7 +149,7 @@ impl Search {
         let s = p.slots_per_gpu;
         let (g, top) = p.busiest();
         self.index(p);
-        let mut best = top * (1.0 - MIN_GAIN);
+        let mut best = top * (1.0 - tolerance::ROUNDING);
         let mut chosen = None;
         // Experts of `g` worth a replica more: the most `g` can shed is its
         // copies of `f` getting lighter.

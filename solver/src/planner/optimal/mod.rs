@@ -1,48 +1,45 @@
 //! The optimal policy: provably near-best plans that move few experts.
 //!
-//! A layer decomposes into independent subproblems once groups are given to
-//! nodes, so the policy never builds one model for a whole layer (such a
-//! model does not finish in seconds with any backend). Instead:
+//! A layer decomposes into independent subproblems ([`mod@unit`]) once groups
+//! are given to nodes, so the policy never builds one model for a whole
+//! layer (such a model does not finish in seconds with any backend).
+//! Instead:
 //!
 //! 1. **Fresh plan** ([`fresh`]): the greedy planner's layer (the exact
 //!    group→node split of the node-local bound, water-filling, LPT, swaps) is
-//!    the warm start; each node is searched further ([`even_search`]: swaps,
+//!    the warm start; each node is searched further
+//!    ([`even_search`](fresh::even_search): swaps,
 //!    2-2 swaps, replica recounts, iterated kicks) until it meets the layer's
 //!    lower bound or its time share runs out. Under weighted split each node
 //!    then gets its best shares from an LP, after its GPUs are tied together
 //!    by load-neutral swaps, and from a warm-started pattern MILP when the LP
-//!    falls short ([`weighted`]).
+//!    falls short ([`weighted`](fresh::weighted)).
 //! 2. **Bounds**: the node-local (or even-split) bound of [`crate::bound`]
 //!    holds for both splits — with any shares some replica of an expert with
 //!    `c` replicas takes at least `1/c` of its tokens — so every layer's gap is
 //!    proven against it; a layer that meets its bound is reported optimal.
 //! 3. **Re-plan** ([`mod@replan`]) with a previous plan: a ladder of candidates
 //!    per layer (kept, the trade-off curves of keeping groups in place and of
-//!    the other splits met ([`frontier`]), repaired to several targets with
-//!    the exact group model and a per-node repair, fresh and relabelled),
-//!    then one choice per layer for the whole model: fewest migrations within
-//!    the balance tolerance (an exact knapsack), or the best price. A proven
-//!    floor on the migrations of any plan within the tolerance
-//!    ([`crate::bound::replan_migrations`]) is reported beside them.
+//!    the other splits met (`replan::frontier`), repaired to several targets
+//!    with the exact group model and a per-node repair, fresh and
+//!    relabelled), then one choice per layer for the whole model: fewest
+//!    migrations within the balance tolerance (an exact knapsack), or the
+//!    best price. A proven floor on the migrations of any plan within the
+//!    tolerance ([`crate::bound::replan_migrations`]) is reported beside them.
 //!
 //! Layers run in parallel (rayon); HiGHS runs single-threaded inside them.
-//! `time_limit` is shared out by [`budget::Budget`].
+//! `time_limit` is shared out by [`budget::Budget`]. What both kinds of
+//! plans work on sits here ([`problem`], [`mod@unit`], [`packing`],
+//! [`budget`], [`rng`]); each kind's own parts sit in [`fresh`] and
+//! [`mod@replan`].
 
 mod budget;
-mod even_model;
-mod even_search;
 mod fresh;
-mod frontier;
-mod group_assign;
-mod milp;
-mod min_moves;
 mod packing;
 mod problem;
-mod relabel;
-mod repair;
 mod replan;
 mod rng;
-mod weighted;
+mod unit;
 
 use std::time::{Duration, Instant};
 
@@ -52,15 +49,17 @@ use crate::bound::{self, ReplanBoundInput};
 use crate::load::LoadMatrix;
 use crate::plan::Plan;
 use crate::planner::greedy::{Greedy, Scratch};
-use crate::planner::{LayerStatus, Placement, Split};
+use crate::planner::policy::{Placement, Split};
+use crate::planner::stats::LayerStatus;
 use crate::score;
 use crate::topology::Topology;
 
 pub use replan::MigrationPricing;
 
 use budget::Budget;
-use fresh::{FreshPlanner, LayerSolution, Layout};
+use fresh::{FreshPlanner, LayerSolution};
 use replan::{Candidate, Replanner};
+use unit::Layout;
 
 /// One planning request.
 #[derive(Debug, Clone)]
@@ -209,7 +208,7 @@ fn replan(
         // Shared as if each layer had one curve per unit: the previous
         // split's. Layers whose group model picks other splits draw more
         // (about 1.5x the re-plan time on the samples), within the budget.
-        curve_work: frontier::work_per_curve(rows.len() * layout.units()),
+        curve_work: replan::work_per_curve(rows.len() * layout.units()),
     };
     let ladders: Vec<(Vec<Candidate>, f64)> = fresh
         .par_iter()

@@ -22,6 +22,8 @@ pub(crate) struct EvenPacking<'p> {
     present: Vec<u32>,
     /// The GPUs holding each expert (no repeats): recounts touch only them.
     hosts: Vec<Vec<u32>>,
+    /// `problem.count_cap()`, which recount checks ask for in inner loops.
+    count_cap: u32,
 }
 
 impl<'p> EvenPacking<'p> {
@@ -40,6 +42,7 @@ impl<'p> EvenPacking<'p> {
             loads: vec![0.0; problem.num_gpus()],
             present: vec![0; problem.num_gpus() * n],
             hosts: vec![Vec::new(); n],
+            count_cap: problem.count_cap(),
         };
         packing.refresh();
         packing
@@ -123,6 +126,11 @@ impl<'p> EvenPacking<'p> {
         self.loads[g] / self.problem.speeds[g]
     }
 
+    /// Copies of expert `e` on GPU `g` at `g * n + e`.
+    pub fn copy_table(&self) -> &[u32] {
+        &self.present
+    }
+
     pub fn copies(&self, g: usize, e: u32) -> u32 {
         self.present[g * self.problem.num_experts() + e as usize]
     }
@@ -161,6 +169,19 @@ impl<'p> EvenPacking<'p> {
     /// `leaving` (another expert, or `e` itself, which nets to no change).
     pub fn may_receive(&self, g: usize, e: u32, leaving: u32) -> bool {
         e == leaving || self.copies(g, e) < self.problem.per_gpu_limit(self.counts[e as usize])
+    }
+
+    /// Whether slot `slot` may switch to expert `to` (a recount): the old
+    /// expert keeps a replica, `to` stays within the count cap, and the
+    /// slot's GPU within `to`'s per-GPU copy limit at its new count.
+    pub fn may_recount(&self, slot: usize, to: u32) -> bool {
+        let from = self.slots[slot];
+        let g = slot / self.problem.slots_per_gpu;
+        let to_count = self.counts[to as usize];
+        from != to
+            && self.counts[from as usize] >= 2
+            && to_count < self.count_cap
+            && self.copies(g, to) < self.problem.per_gpu_limit(to_count + 1)
     }
 
     /// Exchanges the experts of two slots (on different GPUs).

@@ -16,15 +16,13 @@
 
 use good_lp::{constraint, variable, Expression, ProblemVariables, SolverModel, Variable};
 
-use super::milp;
-use super::problem::NodeProblem;
+use crate::milp;
+use crate::planner::optimal::problem::NodeProblem;
+use crate::tolerance;
 
 /// Largest `experts × GPUs` the pattern MILP is tried on: beyond it (the
 /// global policy) a solve rarely finishes and the LP answer stands.
 const PATTERN_MILP_MAX_PAIRS: usize = 1024;
-
-/// Relative excess over the target below which a node counts as solved.
-pub(crate) const REACHED: f64 = 1e-9;
 
 /// A node's weighted placement.
 #[derive(Debug, Clone, PartialEq)]
@@ -306,7 +304,7 @@ pub(crate) fn pattern_milp(
         warm[1 + 2 * i] = 1.0;
         warm[2 + 2 * i] += share * w[e as usize];
     }
-    let solved = milp::solve(model, Some(&warm), seconds, 1e-6)?;
+    let solved = milp::solve(model, Some(&warm), seconds, tolerance::MIP_GAP)?;
     let mut per_gpu: Vec<Vec<u32>> = vec![Vec::with_capacity(s); g_count];
     for e in 0..n {
         let mut placed = false;
@@ -353,7 +351,7 @@ pub(crate) fn plan_node(
             best.max_load = max;
         }
     }
-    let goal = target.max(mean) * (1.0 + REACHED);
+    let goal = target.max(mean) * (1.0 + tolerance::REACHED);
     // The even table's sharing graph may fall apart into components the LP
     // cannot balance against each other: join them and try again.
     if best.max_load > goal {
@@ -386,10 +384,11 @@ pub(crate) fn plan_node(
                     };
                 }
             }
-            best.proven = solved.proven && best.max_load <= solved.objective * (1.0 + 1e-6);
+            best.proven =
+                solved.proven && best.max_load <= solved.objective * (1.0 + tolerance::MIP_GAP);
         }
     }
-    if best.max_load <= mean * (1.0 + REACHED) {
+    if best.max_load <= mean * (1.0 + tolerance::REACHED) {
         best.proven = true;
         best.timed_out = false;
     }

@@ -8,7 +8,7 @@
 //! * the fresh plan with its nodes and GPUs renamed to match the previous
 //!   plan best ([`relabel`]);
 //! * the trade-off curve of the previous group split, and of every other
-//!   split the group model picks below ([`frontier`]): for each migration
+//!   split the group model picks below ([`mod@frontier`]): for each migration
 //!   count, the lowest max load a beam search over swaps and recounts finds,
 //!   combined over units. Keeping groups in place is where cheap re-plans
 //!   live (a moved group costs every slot it held), and the curves offer the
@@ -33,26 +33,36 @@
 //!   over the serving horizon, compared with keeping the previous plan.
 //!
 //! A patient run (explicit time limit) then re-places each chosen candidate
-//! node by node with the exact min-moves model ([`min_moves`]), never
+//! node by node with the exact min-moves model ([`mod@min_moves`]), never
 //! letting a GPU exceed the candidate's max load.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use super::budget::Budget;
-use super::even_search::{self, Effort};
-use super::fresh::{LayerSolution, Layout, Unit};
-use super::frontier::frontier;
-use super::group_assign::GroupModel;
-use super::min_moves::min_moves;
-use super::packing::EvenPacking;
-use super::problem::{water_fill, NodeProblem};
-use super::relabel::{self, excess};
-use super::repair::{self, Repairer};
-use super::weighted::{self, REACHED};
+mod frontier;
+mod group_assign;
+mod min_moves;
+mod relabel;
+mod repair;
+
+pub(super) use frontier::work_per_curve;
+
+use frontier::frontier;
+use group_assign::GroupModel;
+use min_moves::min_moves;
+use repair::Repairer;
+
 use crate::bound::Replication;
 use crate::knapsack;
-use crate::planner::{Placement, Split};
+use crate::migration::row_migrations;
+use crate::planner::optimal::budget::Budget;
+use crate::planner::optimal::fresh::even_search::{self, Effort};
+use crate::planner::optimal::fresh::{weighted, LayerSolution};
+use crate::planner::optimal::packing::EvenPacking;
+use crate::planner::optimal::problem::{water_fill, NodeProblem};
+use crate::planner::optimal::unit::{Layout, Unit};
+use crate::planner::policy::{Placement, Split};
+use crate::tolerance;
 
 /// Relative targets above the fresh max load the repairs aim for.
 const LEVELS: [f64; 16] = [
@@ -102,16 +112,8 @@ pub(crate) struct Replanner<'t> {
     pub layout: Layout<'t>,
     pub split: Split,
     pub tolerance: f64,
-    /// Work each trade-off curve may spend ([`super::frontier::work_per_curve`]).
+    /// Work each trade-off curve may spend ([`work_per_curve`]).
     pub curve_work: usize,
-}
-
-/// Migrations of `row` against `prev` (per-GPU multiset difference).
-pub(crate) fn migrations(row: &[u32], prev: &[u32], slots_per_gpu: usize) -> usize {
-    row.chunks_exact(slots_per_gpu)
-        .zip(prev.chunks_exact(slots_per_gpu))
-        .map(|(new, old)| excess(new, old))
-        .sum()
 }
 
 impl Replanner<'_> {
@@ -190,7 +192,7 @@ impl Replanner<'_> {
     }
 
     /// Candidates along the trade-off curve of the split `hosts` (groups
-    /// per unit): each unit's [`frontier`], combined over units so that
+    /// per unit): each unit's [`frontier()`], combined over units so that
     /// each migration count gets the lowest layer max load.
     fn curve(
         &self,
@@ -313,7 +315,7 @@ impl Replanner<'_> {
                 let repaired = repairers[k].reach(tau, budget.deadline());
                 let range = layout.slots(u);
                 let mut local = repaired.slots;
-                if repaired.max_load > tau * (1.0 + REACHED) {
+                if repaired.max_load > tau * (1.0 + tolerance::REACHED) {
                     let fallback = fallbacks[k].get_or_insert_with(|| {
                         self.fresh_unit(problems[k], &units[k], fresh, tau, seed + level as u64)
                     });
@@ -322,7 +324,8 @@ impl Replanner<'_> {
                         relabel::match_gpus(fallback, &local_old(&olds[k]), layout.speeds(u), s);
                     let renamed = relabel::permute_gpus(fallback, &inverse(&old_of_new), s);
                     let max_load = EvenPacking::from_slots(problems[k], renamed.clone()).max_load();
-                    if max_load <= tau * (1.0 + REACHED) || max_load < repaired.max_load {
+                    if max_load <= tau * (1.0 + tolerance::REACHED) || max_load < repaired.max_load
+                    {
                         local = renamed;
                     }
                 }
@@ -356,7 +359,7 @@ impl Replanner<'_> {
         let units = layout.units();
         for u in 0..units {
             let range = layout.slots(u);
-            if migrations(&out[range.clone()], &prev[range.clone()], s) == 0 {
+            if row_migrations(&out[range.clone()], &prev[range.clone()], s) == 0 {
                 continue;
             }
             let unit = Unit::of_slots(&out[range.clone()], row);
@@ -376,7 +379,7 @@ impl Replanner<'_> {
             }
         }
         let refined = self.finish(row, out, prev, &mut ShareCache::default(), budget);
-        let no_worse = refined.max_load <= chosen.max_load * (1.0 + 1e-12);
+        let no_worse = refined.max_load <= chosen.max_load * (1.0 + tolerance::ROUNDING);
         if no_worse && refined.migrations < chosen.migrations {
             refined
         } else {
@@ -401,7 +404,7 @@ impl Replanner<'_> {
             .as_ref()
             .map(|sh| relabel::permute_gpus(sh, &source, s));
         Candidate {
-            migrations: migrations(&new_row, prev, s),
+            migrations: row_migrations(&new_row, prev, s),
             row: new_row,
             shares,
             max_load: fresh.max_load,
@@ -463,7 +466,7 @@ impl Replanner<'_> {
             max_load = max_load.max(unit_max);
         }
         Candidate {
-            migrations: migrations(&out, prev, s),
+            migrations: row_migrations(&out, prev, s),
             row: out,
             shares,
             max_load,

@@ -17,14 +17,12 @@
 
 use std::time::Instant;
 
-use super::packing::EvenPacking;
-use super::rng::SplitMix;
+use crate::planner::optimal::packing::EvenPacking;
+use crate::planner::optimal::rng::SplitMix;
+use crate::tolerance;
 
 /// Heaviest GPUs the 2-2 swaps start from (the max only moves through them).
 const HEAVY_GPUS: usize = 3;
-
-/// Relative tolerance below which a change does not count as progress.
-const EPS: f64 = 1e-12;
 
 /// How long and how hard a search may try.
 #[derive(Debug, Clone, Copy)]
@@ -53,10 +51,10 @@ impl Key {
     }
 
     fn better_than(self, other: Key) -> bool {
-        let tol = EPS * other.max.abs().max(1e-300);
+        let tol = tolerance::ROUNDING * other.max.abs().max(1e-300);
         self.max < other.max - tol
             || (self.max <= other.max + tol
-                && self.energy < other.energy - EPS * other.energy.abs())
+                && self.energy < other.energy - tolerance::ROUNDING * other.energy.abs())
     }
 }
 
@@ -78,7 +76,7 @@ pub(crate) fn improve(packing: &mut EvenPacking, target: f64, effort: &Effort, s
         descend(packing, target, effort.deadline);
         let key = Key::of(packing);
         if key.better_than(best_key) {
-            if key.max < best_key.max * (1.0 - EPS) {
+            if key.max < best_key.max * (1.0 - tolerance::ROUNDING) {
                 idle = 0;
             } else {
                 idle += 1;
@@ -132,7 +130,7 @@ fn transfer_gain(packing: &EvenPacking, g: usize, h: usize, d: f64) -> Option<f6
 fn pair_swaps(packing: &mut EvenPacking) -> bool {
     let s = packing.problem().slots_per_gpu;
     let g_count = packing.problem().num_gpus();
-    let tol = EPS * packing.energy();
+    let tol = tolerance::ROUNDING * packing.energy();
     let mut changed = false;
     for g in 0..g_count {
         for h in 0..g_count {
@@ -184,7 +182,7 @@ fn double_swaps(packing: &mut EvenPacking) -> bool {
     let speeds = packing.problem().speeds;
     let mut order: Vec<usize> = (0..g_count).collect();
     order.sort_by(|&a, &b| packing.load(b).total_cmp(&packing.load(a)));
-    let tol = EPS * packing.energy();
+    let tol = tolerance::ROUNDING * packing.energy();
     // Pairs of slots on `g` that may move to `to`, with their load.
     let pairs = |packing: &EvenPacking, g: usize, to: usize| -> Vec<(f64, usize, usize)> {
         let mut out = Vec::with_capacity(s * (s - 1) / 2);

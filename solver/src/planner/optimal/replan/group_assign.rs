@@ -16,6 +16,8 @@
 //! is cheap up to [`EXACT_MAX_GROUPS`] groups. Without a previous plan every
 //! move cost is zero and the model is the plain best split.
 
+use crate::tolerance;
+
 /// Most groups the bitmask model handles (`2^K` states).
 pub(crate) const EXACT_MAX_GROUPS: usize = 20;
 
@@ -89,7 +91,7 @@ impl GroupModel<'_> {
         }
         let states = 1usize << k;
         let full = (states - 1) as u32;
-        let tol = 1e-12 * self.limit.abs().max(1.0);
+        let tol = tolerance::ROUNDING * self.limit.abs().max(1.0);
         // best[mask] = (moved, worst); choice[mask] = the last node's subset.
         let mut best = vec![(f64::INFINITY, f64::INFINITY); states];
         let mut choice = vec![0u32; states];

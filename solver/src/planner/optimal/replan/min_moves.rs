@@ -16,15 +16,14 @@
 
 use good_lp::{constraint, variable, Expression, ProblemVariables, SolverModel, Variable};
 
-use super::milp;
-use super::problem::NodeProblem;
+use crate::migration::copy_migrations;
+use crate::milp;
+use crate::planner::optimal::problem::NodeProblem;
+use crate::tolerance;
 
 /// Largest `experts × GPUs` the model is built for: beyond it (global
 /// placement) building and presolving alone outlast any per-layer share.
 const MAX_PAIRS: usize = 1024;
-
-/// Relative slack on the load limit when checking the solver's answer.
-const LOAD_TOLERANCE: f64 = 1e-9;
 
 /// Copies of each local expert on each GPU (`g * n + e`).
 fn copies(problem: NodeProblem, slots: impl Iterator<Item = Option<u32>>) -> Vec<u32> {
@@ -37,14 +36,6 @@ fn copies(problem: NodeProblem, slots: impl Iterator<Item = Option<u32>>) -> Vec
         }
     }
     out
-}
-
-/// Migrations of a placement given as copy counts against `old` copy counts.
-fn moves(now: &[u32], old: &[u32]) -> usize {
-    now.iter()
-        .zip(old)
-        .map(|(&a, &b)| a.saturating_sub(b) as usize)
-        .sum()
 }
 
 /// Solves the model above from `start` (a complete slot table); returns a
@@ -67,7 +58,7 @@ pub(crate) fn min_moves(
     }
     let old_copies = copies(problem, old.iter().copied());
     let start_copies = copies(problem, start.iter().map(|&e| Some(e)));
-    let start_moves = moves(&start_copies, &old_copies);
+    let start_moves = copy_migrations(&start_copies, &old_copies);
     if start_moves == 0 || n * g_count > MAX_PAIRS || !milp::worth_building(seconds) {
         return None;
     }
@@ -148,14 +139,14 @@ pub(crate) fn min_moves(
             .iter()
             .map(|&e| problem.weights[e as usize] / f64::from(counts[e as usize]))
             .sum();
-        if load > limit * problem.speeds[g] * (1.0 + LOAD_TOLERANCE) {
+        if load > limit * problem.speeds[g] * (1.0 + tolerance::REACHED) {
             return None;
         }
         table.extend(gpu);
     }
     let placed_ok =
         (0..n).all(|e| (0..g_count).map(|g| found[g * n + e]).sum::<u32>() == counts[e]);
-    (placed_ok && moves(&found, &old_copies) < start_moves).then_some(table)
+    (placed_ok && copy_migrations(&found, &old_copies) < start_moves).then_some(table)
 }
 
 #[cfg(test)]

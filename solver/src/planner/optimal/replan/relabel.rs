@@ -10,6 +10,8 @@
 
 use std::collections::HashMap;
 
+use crate::migration::gpu_migrations;
+
 /// Cost standing in for "not allowed" in an assignment.
 const FORBIDDEN: f64 = 1e15;
 
@@ -77,20 +79,6 @@ pub(crate) fn assignment(cost: &[Vec<f64>]) -> Vec<usize> {
     col
 }
 
-/// |new \ old| for two GPUs' slot lists (multisets).
-pub(crate) fn excess(new: &[u32], old: &[u32]) -> usize {
-    let mut left: Vec<u32> = old.to_vec();
-    new.iter()
-        .filter(|e| match left.iter().position(|x| x == *e) {
-            Some(i) => {
-                left.swap_remove(i);
-                false
-            }
-            None => true,
-        })
-        .count()
-}
-
 /// The GPU permutation of one node that minimises migrations from `old`:
 /// returns `(old GPU of each new GPU, migrations)`. GPUs of different speed
 /// are never swapped.
@@ -139,7 +127,7 @@ pub(crate) fn match_gpus(
                 .iter()
                 .map(|&b| {
                     if speeds[a] == speeds[b] {
-                        excess(&new[a * s..(a + 1) * s], &old[b * s..(b + 1) * s]) as f64
+                        gpu_migrations(&new[a * s..(a + 1) * s], &old[b * s..(b + 1) * s]) as f64
                     } else {
                         FORBIDDEN
                     }
@@ -272,7 +260,7 @@ mod tests {
         let speeds = [1.0; 4];
         let source = relabel(&new, &old, &speeds, 2, 2);
         assert_eq!(permute_gpus(&new, &source, 2), old.to_vec());
-        assert_eq!(excess(&[1, 1, 2], &[1, 3, 2]), 1);
+        assert_eq!(gpu_migrations(&[1, 1, 2], &[1, 3, 2]), 1);
     }
 
     #[test]

@@ -6,17 +6,19 @@
 //! split, given its best shares ([`weighted::plan_node`]). Every step only
 //! accepts improvements, so the result is never worse than greedy's.
 
-use std::ops::Range;
+mod even_model;
+pub(super) mod even_search;
+pub(super) mod weighted;
 
-use super::budget::Budget;
-use super::even_model;
-use super::even_search::{self, Effort};
-use super::packing::EvenPacking;
-use super::problem::NodeProblem;
-use super::weighted;
+use even_search::Effort;
+
 use crate::planner::greedy::{Greedy, Scratch};
-use crate::planner::{LayerStatus, Placement, Split};
-use crate::topology::Topology;
+use crate::planner::optimal::budget::Budget;
+use crate::planner::optimal::packing::EvenPacking;
+use crate::planner::optimal::unit::{Layout, Unit};
+use crate::planner::policy::{Placement, Split};
+use crate::planner::stats::LayerStatus;
+use crate::tolerance;
 
 /// Relative gap above which a node's descent is followed by kicks: the
 /// descent alone usually ends within a few millionths of the bound, and
@@ -30,77 +32,6 @@ const PATIENCE: usize = 4;
 
 /// Share of the run's time the fresh plans may use when a re-plan follows.
 pub(crate) const FRESH_FRACTION_WITH_REPLAN: f64 = 0.5;
-
-/// Where the independent subproblems ("units") of a layer are: one per node
-/// under hierarchical placement, the whole cluster under global placement.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Layout<'t> {
-    pub topology: &'t Topology,
-    pub placement: Placement,
-}
-
-impl<'t> Layout<'t> {
-    pub fn units(&self) -> usize {
-        match self.placement {
-            Placement::Hierarchical => self.topology.num_nodes(),
-            Placement::Global => 1,
-        }
-    }
-
-    pub fn gpus_per_unit(&self) -> usize {
-        self.topology.num_gpus() / self.units()
-    }
-
-    pub fn slots(&self, unit: usize) -> Range<usize> {
-        let per = self.topology.num_slots() / self.units();
-        unit * per..(unit + 1) * per
-    }
-
-    pub fn speeds(&self, unit: usize) -> &'t [f64] {
-        let per = self.gpus_per_unit();
-        &self.topology.gpu_speed()[unit * per..(unit + 1) * per]
-    }
-}
-
-/// The experts a unit hosts (ascending global ids) and its local problem.
-#[derive(Debug, Clone)]
-pub(crate) struct Unit {
-    pub experts: Vec<u32>,
-    pub weights: Vec<f64>,
-}
-
-impl Unit {
-    /// The unit hosting exactly `experts` (ascending), with loads from `row`.
-    pub fn new(experts: Vec<u32>, row: &[f64]) -> Self {
-        let weights = experts.iter().map(|&e| row[e as usize]).collect();
-        Unit { experts, weights }
-    }
-
-    /// The unit whose slots currently hold `slots`.
-    pub fn of_slots(slots: &[u32], row: &[f64]) -> Self {
-        let mut experts = slots.to_vec();
-        experts.sort_unstable();
-        experts.dedup();
-        Self::new(experts, row)
-    }
-
-    pub fn problem<'a>(&'a self, speeds: &'a [f64], slots_per_gpu: usize) -> NodeProblem<'a> {
-        NodeProblem {
-            weights: &self.weights,
-            speeds,
-            slots_per_gpu,
-        }
-    }
-
-    /// Local index of global expert `e`, if the unit hosts it.
-    pub fn local(&self, e: u32) -> Option<u32> {
-        self.experts.binary_search(&e).ok().map(|i| i as u32)
-    }
-
-    pub fn global(&self, local: u32) -> u32 {
-        self.experts[local as usize]
-    }
-}
 
 /// A planned layer.
 #[derive(Debug, Clone)]
@@ -302,7 +233,7 @@ impl UnitResult {
 /// Optimal when the bound proves it; time limit when an exact model on the
 /// busiest unit ran out of time; heuristic otherwise.
 pub(crate) fn status(max_load: f64, bound_load: f64, timed_out: bool) -> LayerStatus {
-    if max_load <= bound_load * (1.0 + weighted::REACHED) {
+    if max_load <= bound_load * (1.0 + tolerance::REACHED) {
         LayerStatus::Optimal
     } else if timed_out {
         LayerStatus::TimeLimit

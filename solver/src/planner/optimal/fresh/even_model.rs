@@ -19,15 +19,13 @@
 
 use good_lp::{constraint, variable, Expression, ProblemVariables, SolverModel, Variable};
 
-use super::milp::{self, Solved};
-use super::packing::EvenPacking;
-use super::problem::NodeProblem;
+use crate::milp::{self, Solved};
+use crate::planner::optimal::packing::EvenPacking;
+use crate::planner::optimal::problem::NodeProblem;
+use crate::tolerance;
 
 /// Largest number of copy variables (`experts × GPUs × copies`) built.
 const MAX_COPIES: usize = 1536;
-
-/// Relative slack when checking the solver's placement against its claim.
-const LOAD_TOLERANCE: f64 = 1e-7;
 
 /// Solves the model from `start` with `lower` as a known bound on `T`.
 /// Returns the checked slot table (when better than `start`) and the solve.
@@ -117,7 +115,7 @@ pub(crate) fn solve(
             warm.extend((0..copies).map(|j| if held(e, g, j) { r } else { 0.0 }));
         }
     }
-    let solved = milp::solve(model, Some(&warm), seconds, 1e-6)?;
+    let solved = milp::solve(model, Some(&warm), seconds, tolerance::MIP_GAP)?;
     let y0 = 1 + n * max_count;
     let table = read_table(
         problem,
@@ -126,7 +124,7 @@ pub(crate) fn solve(
     )
     .filter(|table| {
         let packing = EvenPacking::from_slots(problem, table.clone());
-        packing.max_load() <= solved.objective * (1.0 + LOAD_TOLERANCE)
+        packing.max_load() <= solved.objective * (1.0 + tolerance::SOLVER_CLAIM)
             && packing.max_load() < start.max_load()
     });
     Some((table, solved))

@@ -17,14 +17,13 @@
 
 use std::time::Instant;
 
-use super::packing::EvenPacking;
-use super::problem::NodeProblem;
+use crate::migration::copy_migrations;
+use crate::planner::optimal::packing::EvenPacking;
+use crate::planner::optimal::problem::NodeProblem;
+use crate::tolerance;
 
 /// Overloaded GPUs whose moves one repair round considers.
 const OVER_GPUS: usize = 3;
-
-/// Relative slack below which a load counts as meeting the target.
-const SLACK: f64 = 1e-12;
 
 /// How much a slot change costs, relative to the previous placement.
 #[derive(Debug, Clone)]
@@ -41,14 +40,7 @@ impl History {
 
     /// Migrations of `p` against the previous placement.
     pub(crate) fn moves(&self, p: &EvenPacking) -> usize {
-        let n = self.num_experts;
-        (0..p.problem().num_gpus())
-            .map(|g| {
-                (0..n as u32)
-                    .map(|e| p.copies(g, e).saturating_sub(self.old(g, e)) as usize)
-                    .sum::<usize>()
-            })
-            .sum()
+        copy_migrations(p.copy_table(), &self.old)
     }
 
     /// Migrations added by one more copy of `e` on `g`.
@@ -220,8 +212,7 @@ enum Move {
 fn repair_loop(packing: &mut EvenPacking, history: &History, target: f64, deadline: Instant) {
     let p = packing.problem();
     let (s, g_count, n) = (p.slots_per_gpu, p.num_gpus(), p.num_experts() as u32);
-    let cap = p.count_cap();
-    let tol = SLACK * target;
+    let tol = tolerance::ROUNDING * target;
     let mut delta = Vec::new();
     for round in 0..4 * p.num_slots() {
         let current = excess(packing, target);
@@ -280,15 +271,11 @@ fn repair_loop(packing: &mut EvenPacking, history: &History, target: f64, deadli
         }
         let mut recount =
             |slot: usize, to: u32, packing: &EvenPacking, delta: &mut Vec<(usize, f64)>| {
-                let from = packing.expert_at(slot);
-                let g = slot / s;
-                if from == to
-                    || packing.counts()[from as usize] < 2
-                    || packing.counts()[to as usize] >= cap
-                    || packing.copies(g, to) >= p.per_gpu_limit(packing.counts()[to as usize] + 1)
-                {
+                if !packing.may_recount(slot, to) {
                     return;
                 }
+                let from = packing.expert_at(slot);
+                let g = slot / s;
                 packing.recount_delta(slot, to, delta);
                 let gain: f64 = delta
                     .iter()
@@ -336,7 +323,7 @@ pub(crate) fn tidy(packing: &mut EvenPacking, history: &History, limit: f64) {
     let p = packing.problem();
     let (s, g_count) = (p.slots_per_gpu, p.num_gpus());
     let cap = p.count_cap();
-    let tol = SLACK * limit;
+    let tol = tolerance::ROUNDING * limit;
     let mut delta = Vec::new();
     loop {
         let mut done = true;
@@ -409,11 +396,7 @@ mod tests {
     /// as changed).
     fn moved(r: &Repaired, old: &[Option<u32>], s: usize) -> usize {
         let old: Vec<u32> = old.iter().map(|e| e.unwrap_or(u32::MAX)).collect();
-        r.slots
-            .chunks(s)
-            .zip(old.chunks(s))
-            .map(|(new, old)| crate::planner::optimal::relabel::excess(new, old))
-            .sum()
+        crate::migration::row_migrations(&r.slots, &old, s)
     }
 
     fn problem<'a>(weights: &'a [f64], speeds: &'a [f64], s: usize) -> NodeProblem<'a> {

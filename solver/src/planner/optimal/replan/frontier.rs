@@ -16,8 +16,9 @@
 use std::collections::HashSet;
 use std::time::Instant;
 
-use super::packing::EvenPacking;
 use super::repair::{self, History};
+use crate::planner::optimal::packing::EvenPacking;
+use crate::tolerance;
 
 /// States kept per migration level.
 const WIDTH: usize = 6;
@@ -207,7 +208,6 @@ fn edits(
 ) {
     let p = state.problem();
     let (s, g_count, n) = (p.slots_per_gpu, p.num_gpus(), p.num_experts() as u32);
-    let cap = p.count_cap();
     let mut busy: Vec<usize> = (0..g_count).collect();
     busy.sort_by(|&a, &b| state.load(b).total_cmp(&state.load(a)));
     busy.truncate(BUSY_GPUS);
@@ -232,15 +232,11 @@ fn edits(
             }
         }
         let mut recount = |slot: usize, to: u32, delta: &mut Vec<(usize, f64)>| {
-            let from = state.expert_at(slot);
-            let h = slot / s;
-            if from == to
-                || state.counts()[from as usize] < 2
-                || state.counts()[to as usize] >= cap
-                || state.copies(h, to) >= p.per_gpu_limit(state.counts()[to as usize] + 1)
-            {
+            if !state.may_recount(slot, to) {
                 return;
             }
+            let from = state.expert_at(slot);
+            let h = slot / s;
             state.recount_delta(slot, to, delta);
             let cost = history.add_cost(state, h, to) + history.remove_cost(state, h, from);
             visit(cost, delta, Edit::Recount(slot, to));
@@ -262,7 +258,8 @@ fn edits(
 
 /// Whether `(max_load, energy)` ranks strictly before `now`.
 fn improves(rank: (f64, f64), now: (f64, f64)) -> bool {
-    rank.0 < now.0 * (1.0 - 1e-12) || (rank.0 <= now.0 && rank.1 < now.1 * (1.0 - 1e-12))
+    rank.0 < now.0 * (1.0 - tolerance::ROUNDING)
+        || (rank.0 <= now.0 && rank.1 < now.1 * (1.0 - tolerance::ROUNDING))
 }
 
 /// Applies the best free edit (no migration added) while one improves the

@@ -1,16 +1,22 @@
-//! Running a good_lp model on HiGHS with the controls the planner needs.
+//! HiGHS, set up in one place for the whole crate.
 //!
-//! good_lp states the models; the raw HiGHS model is taken over for what
-//! good_lp does not expose: the MIP dual bound (the proof of a gap), a warm
-//! start given as a full column vector, and quiet single-threaded solves
-//! (parallelism comes from rayon across layers and nodes, and HiGHS must be
-//! given the same thread count on every solve of a process).
+//! Every model is solved quiet, on one thread, with a fixed random seed and
+//! a time limit ([`configure`]): parallelism comes from rayon across layers
+//! and nodes, HiGHS's thread pool is global and refuses a model asking for
+//! another thread count than the first did, and plans must not change from
+//! run to run.
+//!
+//! The planner states its models with good_lp and solves them with
+//! [`solve`], which takes the raw HiGHS model over for what good_lp does not
+//! expose: the MIP dual bound (the proof of a gap) and a warm start given as
+//! a full column vector. Routing builds raw `highs` models itself and only
+//! takes [`configure`] and [`dual_bound`] from here.
 //!
 //! A solver's answer is never trusted as is: callers round and re-check every
 //! returned solution and fall back to their heuristic when it fails.
 
 use good_lp::solvers::highs::HighsProblem;
-use highs::HighsModelStatus;
+use highs::{HighsModelStatus, HighsSolutionStatus, Model, SolvedModel};
 
 /// A solve shorter than this is not worth starting.
 const MIN_SECONDS: f64 = 0.005;
@@ -47,12 +53,7 @@ pub(crate) fn solve(
         return None;
     }
     let mut model = problem.try_into_inner().ok()?;
-    model.make_quiet();
-    let options_ok = model.try_set_option("threads", 1).is_ok()
-        && model.try_set_option("time_limit", seconds).is_ok()
-        && model.try_set_option("mip_rel_gap", rel_gap).is_ok()
-        && model.try_set_option("random_seed", 0).is_ok();
-    if !options_ok {
+    if !configure(&mut model, seconds, Some(rel_gap)) {
         return None;
     }
     if let Some(warm) = warm {
@@ -69,15 +70,15 @@ pub(crate) fn solve(
         | HighsModelStatus::ObjectiveTarget => false,
         _ => return None,
     };
-    if solved.primal_solution_status() != highs::HighsSolutionStatus::Feasible {
+    if solved.primal_solution_status() != HighsSolutionStatus::Feasible {
         return None;
     }
     let objective = solved.objective_value();
-    let dual_bound = match solved.double_info_value(c"mip_dual_bound") {
+    let dual_bound = match dual_bound(&solved) {
+        Some(b) => b,
         // LPs report no MIP bound: their optimum is the bound.
-        Ok(b) if b.is_finite() => b,
-        _ if proven => objective,
-        _ => f64::NEG_INFINITY,
+        None if proven => objective,
+        None => f64::NEG_INFINITY,
     };
     Some(Solved {
         values: solved.get_solution().columns().to_vec(),
@@ -85,6 +86,25 @@ pub(crate) fn solve(
         dual_bound,
         proven,
     })
+}
+
+/// Makes `model` quiet, single-threaded and seeded, limited to `seconds`
+/// (and to the relative MIP gap `rel_gap` when given); false when HiGHS
+/// refuses an option, in which case the model must not be solved.
+pub(crate) fn configure(model: &mut Model, seconds: f64, rel_gap: Option<f64>) -> bool {
+    model.make_quiet();
+    model.try_set_option("threads", 1).is_ok()
+        && model.try_set_option("time_limit", seconds).is_ok()
+        && rel_gap.is_none_or(|gap| model.try_set_option("mip_rel_gap", gap).is_ok())
+        && model.try_set_option("random_seed", 0).is_ok()
+}
+
+/// The MIP dual bound HiGHS proved (a lower bound when minimising), if any.
+pub(crate) fn dual_bound(solved: &SolvedModel) -> Option<f64> {
+    solved
+        .double_info_value(c"mip_dual_bound")
+        .ok()
+        .filter(|b| b.is_finite())
 }
 
 #[cfg(test)]
