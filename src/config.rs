@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use anyhow::bail;
 use ballast_policy::{Settings, Thresholds};
-use ballast_solver::Policy;
+use ballast_solver::{Policy, Split};
 use clap::{Args, ValueEnum};
 
-use crate::args::{policy_parser, SplitArg};
+use crate::args::{policy_parser, split_parser};
 use crate::store::DEFAULT_DATABASE_URL;
 use crate::time::WindowGrid;
 
@@ -58,8 +58,8 @@ pub struct ServeArgs {
     #[arg(long, env = "BALLAST_SOLVE_TIME_LIMIT", value_parser = duration)]
     pub solve_time_limit: Option<Duration>,
     /// `even`, or `weighted` to let plans carry replica_share.
-    #[arg(long, env = "BALLAST_SPLIT", value_enum, default_value_t = SplitArg::Even)]
-    pub split: SplitArg,
+    #[arg(long, env = "BALLAST_SPLIT", default_value = Settings::default().split.name(), value_parser = split_parser())]
+    pub split: Split,
     /// How often each cluster gets a planner cycle.
     #[arg(long, env = "BALLAST_PLAN_INTERVAL", default_value = "30s", value_parser = duration)]
     pub plan_interval: Duration,
@@ -215,7 +215,7 @@ impl ServeArgs {
             log_format: self.log_format,
             planning: Settings {
                 policy: self.policy,
-                split: self.split.into(),
+                split: self.split,
                 balance_tolerance: self.balance_tolerance,
                 solve_time_limit: self
                     .solve_time_limit

@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use ballast_solver::plan::linear_row;
 use ballast_solver::planner::PlanError;
 use ballast_solver::{
     score, solve, LoadMatrix, Plan, PlanOptions, PlanStats, Policy, Split, Topology, TopologySpec,
@@ -162,7 +163,7 @@ fn solve_live(
     for layer in 0..topology.num_layers() {
         let mut row: Vec<u32> = match current {
             Some(c) => c.layer(layer).to_vec(),
-            None => (0..topology.num_slots()).map(|p| (p % e) as u32).collect(),
+            None => linear_row(topology),
         };
         let mut share = vec![0.0; topology.num_slots()];
         let reduced_row = outcome.plan.layer(layer);

@@ -4,7 +4,7 @@
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use ballast_protocol::{ErrorCode, GpuDiff, LayerDiff, PlanDiff};
-use ballast_solver::score;
+use ballast_solver::migration::{self, GpuChanges};
 use serde::Deserialize;
 
 use super::error::ApiError;
@@ -15,38 +15,6 @@ use crate::state::AppState;
 #[derive(Deserialize)]
 pub struct DiffQuery {
     from: Option<i64>,
-}
-
-/// Multiset difference of two GPUs' slot contents: (`new - old`, `old - new`).
-pub fn gpu_diff(old: &[u32], new: &[u32]) -> (Vec<u32>, Vec<u32>) {
-    let mut a = old.to_vec();
-    let mut b = new.to_vec();
-    a.sort_unstable();
-    b.sort_unstable();
-    let (mut load, mut evict) = (Vec::new(), Vec::new());
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() || j < b.len() {
-        match (a.get(i), b.get(j)) {
-            (Some(x), Some(y)) if x == y => {
-                i += 1;
-                j += 1;
-            }
-            (Some(x), Some(y)) if x < y => {
-                evict.push(*x);
-                i += 1;
-            }
-            (_, Some(y)) => {
-                load.push(*y);
-                j += 1;
-            }
-            (Some(x), None) => {
-                evict.push(*x);
-                i += 1;
-            }
-            (None, None) => break,
-        }
-    }
-    (load, evict)
 }
 
 pub async fn diff(
@@ -92,7 +60,7 @@ pub async fn diff(
         let mut evictions = 0;
         for layer in 0..topology.num_layers() {
             let range = gpu * s..(gpu + 1) * s;
-            let (load, evict) = gpu_diff(
+            let GpuChanges { load, evict } = migration::gpu_changes(
                 &from.plan.layer(layer)[range.clone()],
                 &to.plan.layer(layer)[range],
             );
@@ -114,7 +82,7 @@ pub async fn diff(
             });
         }
     }
-    debug_assert_eq!(total, score::migrations(topology, &from.plan, &to.plan));
+    debug_assert_eq!(total, migration::migrations(topology, &from.plan, &to.plan));
     Ok(Json(PlanDiff {
         cluster,
         from: from_version,
@@ -123,15 +91,4 @@ pub async fn diff(
         bytes: bytes_per_expert.map(|b| b * total as u64),
         gpus,
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::gpu_diff;
-
-    #[test]
-    fn multiset_difference() {
-        assert_eq!(gpu_diff(&[3, 1, 1], &[1, 2, 2]), (vec![2, 2], vec![1, 3]));
-        assert_eq!(gpu_diff(&[5, 4], &[4, 5]), (vec![], vec![]));
-    }
 }

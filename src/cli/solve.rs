@@ -11,7 +11,7 @@ use clap::{Args, ValueEnum};
 
 use super::error::{CliError, Problem};
 use super::{gap_percent, io, ratio, Report};
-use crate::args::{policy_parser, SplitArg};
+use crate::args::{policy_parser, split_parser};
 
 #[derive(Debug, Args)]
 pub struct SolveArgs {
@@ -28,8 +28,8 @@ pub struct SolveArgs {
     #[arg(long, default_value = "optimal", value_parser = policy_parser())]
     pub policy: Policy,
     /// How an expert's tokens split among its replicas (`weighted` adds `replica_share`).
-    #[arg(long, value_enum, default_value_t = SplitArg::Even)]
-    pub split: SplitArg,
+    #[arg(long, default_value = Split::Even.name(), value_parser = split_parser())]
+    pub split: Split,
     /// Where to write the plan (written only when everything succeeded).
     #[arg(long)]
     pub out: PathBuf,
@@ -100,7 +100,7 @@ pub fn run(args: &SolveArgs) -> Result<Report, CliError> {
         .transpose()?;
     let options = PlanOptions {
         policy: args.policy,
-        split: args.split.into(),
+        split: args.split,
         previous,
         time_limit,
         balance_tolerance: args.balance_tolerance,

@@ -61,16 +61,10 @@ impl PlanUpdate {
     /// (version 0): slot `p` holds expert `p mod E`, so every expert is
     /// present and the first `P - E` experts are replicated.
     pub fn initial(topology: &Topology) -> Self {
-        let experts = topology.num_logical_experts();
-        let row: Vec<u32> = (0..topology.num_slots())
-            .map(|p| (p % experts) as u32)
-            .collect();
-        let plan = Plan::new(vec![row; topology.num_layers()], None, topology)
-            .expect("a topology has at least one slot per expert");
         PlanUpdate {
             version: 0,
-            plan,
-            experts,
+            plan: Plan::linear(topology),
+            experts: topology.num_logical_experts(),
         }
     }
 
