@@ -12,7 +12,9 @@
 //! - [`telemetry`]: load windows in (JSON and [`window_binary`]), receipts
 //!   and the aggregated windows out;
 //! - [`plans`]: the plan document, plan history, rebalance results, diffs;
-//! - [`workers`]: worker listing, acks, rollout status, the decision log.
+//! - [`workers`]: worker listing, acks, rollout status, the decision log;
+//! - `shutdown` (feature `shutdown`): the signals on which both programs
+//!   stop gracefully.
 //!
 //! Times are RFC 3339 strings on the wire and stay strings here: the service
 //! formats them, and no client needs them as instants.
@@ -21,6 +23,8 @@ pub mod clusters;
 pub mod error;
 pub mod health;
 pub mod plans;
+#[cfg(feature = "shutdown")]
+pub mod shutdown;
 pub mod telemetry;
 pub mod window_binary;
 pub mod workers;

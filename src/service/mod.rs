@@ -20,26 +20,8 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     app.run_until(shutdown_signal()).await
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
+/// Resolves on the shutdown signal, and says so.
 async fn shutdown_signal() {
-    let ctrl_c = async {
-        // If the handler cannot be installed we simply never see Ctrl-C.
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = terminate => {}
-    }
+    ballast_protocol::shutdown::signal().await;
     info!("shutdown signal received");
 }
