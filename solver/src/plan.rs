@@ -168,6 +168,27 @@ impl Plan {
         }
     }
 
+    /// The tokens one GPU's slots processed (`slot_load`, `L × S` values,
+    /// row-major: what a worker measures), credited to the logical experts
+    /// its slots held under this plan: `L × E` values, row-major.
+    pub fn logical_load_of_gpu(
+        &self,
+        topology: &Topology,
+        gpu: usize,
+        slot_load: &[f64],
+    ) -> Vec<f64> {
+        let (e, s) = (topology.num_logical_experts(), topology.slots_per_gpu());
+        let first_slot = gpu * s;
+        let mut logical = vec![0.0; topology.num_layers() * e];
+        for (layer, row) in slot_load.chunks_exact(s).enumerate() {
+            let experts = &self.phy2log[layer][first_slot..first_slot + s];
+            for (&expert, &tokens) in experts.iter().zip(row) {
+                logical[layer * e + expert as usize] += tokens;
+            }
+        }
+        logical
+    }
+
     /// `logcnt[l][e]`: how many replicas expert `e` has in layer `l`.
     pub fn logcnt(&self, num_experts: usize) -> Vec<Vec<u32>> {
         self.phy2log
@@ -339,5 +360,22 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("expert 0 sum to 1.5"), "{e}");
+    }
+
+    #[test]
+    fn a_gpus_slot_load_is_credited_to_the_experts_it_held() {
+        let t = Topology::from_json(
+            r#"{"num_layers": 2, "num_logical_experts": 4, "num_groups": 1,
+                "num_nodes": 1, "gpus_per_node": 2, "slots_per_gpu": 3}"#,
+        )
+        .unwrap();
+        let plan = Plan::new(
+            vec![vec![0, 1, 1, 2, 3, 0], vec![3, 2, 1, 0, 0, 0]],
+            None,
+            &t,
+        )
+        .unwrap();
+        let logical = plan.logical_load_of_gpu(&t, 1, &[5.0, 6.0, 7.0, 1.0, 2.0, 3.0]);
+        assert_eq!(logical, vec![7.0, 0.0, 5.0, 6.0, 6.0, 0.0, 0.0, 0.0]);
     }
 }

@@ -199,17 +199,9 @@ async fn logical_load(
                     ),
                 ));
             }
-            let t = &info.topology;
-            let (e, s) = (t.num_logical_experts(), t.slots_per_gpu());
-            let first_slot = window.worker.gpu() * s;
-            let mut logical = vec![0.0; t.num_layers() * e];
-            for (layer, row) in values.chunks_exact(s).enumerate() {
-                let experts = &plan.plan.layer(layer)[first_slot..first_slot + s];
-                for (&expert, &tokens) in experts.iter().zip(row) {
-                    logical[layer * e + expert as usize] += tokens;
-                }
-            }
-            Ok(logical)
+            Ok(plan
+                .plan
+                .logical_load_of_gpu(&info.topology, window.worker.gpu(), values))
         }
     }
 }
