@@ -171,15 +171,12 @@ impl ClusterEntry {
 /// All clusters known to this replica.
 pub struct PlanCache {
     store: Arc<Store>,
-    clusters: RwLock<HashMap<String, Arc<ClusterEntry>>>,
+    clusters: RwLock<HashMap<ClusterName, Arc<ClusterEntry>>>,
 }
 
 fn info_of(row: ClusterRow) -> StoreResult<ClusterInfo> {
     Ok(ClusterInfo {
-        name: ClusterName::parse(&row.name).map_err(|e| StoreError::Corrupt {
-            what: "cluster name",
-            detail: e.to_string(),
-        })?,
+        name: row.name,
         topology: Arc::new(row.topology),
         lineage: row.lineage,
         created_at_ms: row.created_at_ms,
@@ -195,7 +192,7 @@ impl PlanCache {
         }
     }
 
-    pub fn entry(&self, name: &str) -> Option<Arc<ClusterEntry>> {
+    pub fn entry(&self, name: &ClusterName) -> Option<Arc<ClusterEntry>> {
         let clusters = self.clusters.read().unwrap_or_else(|p| p.into_inner());
         clusters.get(name).cloned()
     }
@@ -209,7 +206,7 @@ impl PlanCache {
 
     /// The cluster's entry, loading it from the database on a miss (another
     /// replica may have created it since the last sync).
-    pub async fn load(&self, name: &str) -> StoreResult<Option<Arc<ClusterEntry>>> {
+    pub async fn load(&self, name: &ClusterName) -> StoreResult<Option<Arc<ClusterEntry>>> {
         if let Some(entry) = self.entry(name) {
             return Ok(Some(entry));
         }
@@ -226,21 +223,21 @@ impl PlanCache {
     /// Records a cluster's (new) shape after a topology PUT or a sync.
     pub fn install(&self, info: ClusterInfo) -> Arc<ClusterEntry> {
         let mut clusters = self.clusters.write().unwrap_or_else(|p| p.into_inner());
-        match clusters.get(info.name.as_str()) {
+        match clusters.get(&info.name) {
             Some(entry) => {
                 entry.set_info(info);
                 entry.clone()
             }
             None => {
                 let entry = Arc::new(ClusterEntry::new(info.clone()));
-                clusters.insert(info.name.as_str().to_owned(), entry.clone());
+                clusters.insert(info.name.clone(), entry.clone());
                 entry
             }
         }
     }
 
     /// Announces a plan this replica just published.
-    pub fn announce(&self, cluster: &str, plan: Arc<PublishedPlan>) {
+    pub fn announce(&self, cluster: &ClusterName, plan: Arc<PublishedPlan>) {
         if let Some(entry) = self.entry(cluster) {
             entry.announce(plan);
         }
@@ -256,7 +253,7 @@ impl PlanCache {
             return Ok(Some(plan));
         }
         let cluster = entry.info().name.clone();
-        match self.store.plan(cluster.as_str(), version).await? {
+        match self.store.plan(&cluster, version).await? {
             None => Ok(None),
             Some(row) => {
                 let plan = Arc::new(PublishedPlan::from_row(&row)?);
@@ -268,11 +265,7 @@ impl PlanCache {
 
     async fn refresh_latest(&self, entry: &ClusterEntry) -> StoreResult<()> {
         let info = entry.info();
-        if let Some(row) = self
-            .store
-            .latest_plan(info.name.as_str(), info.lineage)
-            .await?
-        {
+        if let Some(row) = self.store.latest_plan(&info.name, info.lineage).await? {
             let newer = entry.latest().is_none_or(|l| l.version < row.version);
             if newer {
                 entry.announce(Arc::new(PublishedPlan::from_row(&row)?));

@@ -28,11 +28,8 @@ pub async fn put(
     })?;
     let topology = Topology::from_json(text)
         .map_err(|e| ApiError::bad_request(ErrorCode::InvalidTopology, e.to_string()))?;
-    let outcome = state
-        .store
-        .put_cluster(name.as_str(), &topology, now_ms())
-        .await?;
-    let row = state.store.cluster(name.as_str()).await?.ok_or_else(|| {
+    let outcome = state.store.put_cluster(&name, &topology, now_ms()).await?;
+    let row = state.store.cluster(&name).await?.ok_or_else(|| {
         ApiError::unavailable("the cluster vanished right after it was written; retry")
     })?;
     state.plan_cache.install(ClusterInfo {
@@ -79,7 +76,7 @@ pub async fn get(
 ) -> Result<Json<Cluster>, ApiError> {
     let entry = cluster_entry(&state, &cluster).await?;
     let info = entry.info();
-    let workers = state.store.workers(info.name.as_str()).await?;
+    let workers = state.store.workers(&info.name).await?;
     let count = |f: &dyn Fn(&crate::store::workers::WorkerRow) -> bool| {
         workers.iter().filter(|w| f(w)).count()
     };

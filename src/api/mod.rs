@@ -280,7 +280,7 @@ pub(crate) async fn cluster_entry(
     name: &str,
 ) -> Result<Arc<ClusterEntry>, ApiError> {
     let name = parse_cluster(name)?;
-    state.plan_cache.load(name.as_str()).await?.ok_or_else(|| {
+    state.plan_cache.load(&name).await?.ok_or_else(|| {
         ApiError::not_found(
             ErrorCode::ClusterNotFound,
             format!("cluster {name} does not exist; PUT its topology first"),

@@ -199,7 +199,7 @@ pub async fn list(
     let limit = query.limit.unwrap_or(20).clamp(1, 1000);
     let plans = state
         .store
-        .plan_summaries(info.name.as_str(), limit)
+        .plan_summaries(&info.name, limit)
         .await?
         .into_iter()
         .map(|p| PlanSummary {

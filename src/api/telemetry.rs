@@ -120,9 +120,9 @@ async fn ingest(
     let outcome = state
         .ingest
         .submit(StagedWindow {
-            cluster: info.name.as_str().to_owned(),
+            cluster: info.name.clone(),
             lineage: info.lineage,
-            worker: window.worker.as_str().to_owned(),
+            worker: window.worker.clone(),
             seq: window.seq,
             bucket,
             load: load_codec::encode(&logical),
@@ -223,7 +223,7 @@ pub async fn windows(
     let windows = state
         .store
         .load_windows(
-            info.name.as_str(),
+            &info.name,
             info.lineage,
             i64::MAX,
             limit,

@@ -27,7 +27,7 @@ pub async fn list(
     let info = entry.info();
     let workers = state
         .store
-        .workers(info.name.as_str())
+        .workers(&info.name)
         .await?
         .into_iter()
         .map(|w| {
@@ -72,7 +72,7 @@ pub async fn ack(
     let now = now_ms();
     match state
         .store
-        .ack(info.name.as_str(), worker.as_str(), body.version, now)
+        .ack(&info.name, &worker, body.version, now)
         .await?
     {
         AckOutcome::Recorded => Ok(Json(AckReceipt {
@@ -112,7 +112,7 @@ pub async fn rollout(
                 format!("cluster {cluster} has no plan version {version}"),
             )
         })?;
-    let workers = state.store.workers(info.name.as_str()).await?;
+    let workers = state.store.workers(&info.name).await?;
     let mut by_version: BTreeMap<Option<i64>, Vec<&str>> = BTreeMap::new();
     for w in &workers {
         by_version
@@ -161,7 +161,7 @@ pub async fn decisions(
     let limit = query.limit.unwrap_or(20).clamp(1, 1000);
     let decisions = state
         .store
-        .decisions(info.name.as_str(), limit)
+        .decisions(&info.name, limit)
         .await?
         .into_iter()
         .map(|d| Decision {

@@ -60,8 +60,8 @@ impl fmt::Display for ClusterName {
 }
 
 /// A GPU worker of one topology, named `node<N>-gpu<G>` (SPEC), which fixes
-/// the GPU it runs on: `N * gpus_per_node + G`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// the GPU it runs on: `N * gpus_per_node + G`. Ordered by name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct WorkerName {
     name: String,
     gpu: usize,

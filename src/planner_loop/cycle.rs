@@ -14,6 +14,7 @@ use ballast_solver::{score, LoadMatrix, Plan, Topology};
 use thiserror::Error;
 use tracing::{info, info_span, Instrument};
 
+use crate::domain::ClusterName;
 use crate::plan_cache::{ClusterEntry, ClusterInfo, PublishedPlan};
 use crate::state::AppState;
 use crate::store::decisions::DecisionRow;
@@ -136,7 +137,7 @@ async fn gather(
     info: &ClusterInfo,
     trigger: Trigger,
 ) -> Result<Gathered, CycleError> {
-    let cluster = info.name.as_str();
+    let cluster = &info.name;
     let topology = &info.topology;
     let config = &state.config;
     let closed_before = config
@@ -209,7 +210,7 @@ async fn cycle(
     info: &ClusterInfo,
     trigger: Trigger,
 ) -> Result<Report, CycleError> {
-    let cluster = info.name.as_str();
+    let cluster = &info.name;
     let topology = info.topology.clone();
     let gathered = gather(state, entry, info, trigger).await?;
     let base_version = gathered.base_version;
@@ -236,10 +237,10 @@ async fn cycle(
     };
     let m = &state.metrics;
     m.solve_seconds
-        .with_label_values(&[cluster])
+        .with_label_values(&[cluster.as_str()])
         .observe(decision.figures.solve_seconds);
     m.predicted_model_imbalance
-        .with_label_values(&[cluster])
+        .with_label_values(&[cluster.as_str()])
         .set(decision.figures.predicted_imbalance);
 
     let verdict = decision.verdict;
@@ -349,7 +350,7 @@ fn decision_row(
 ) -> DecisionRow {
     let figures = decision.map(|d| &d.figures);
     DecisionRow {
-        cluster: info.name.to_string(),
+        cluster: info.name.clone(),
         cycle,
         decided_at_ms: now_ms(),
         lineage: info.lineage,
@@ -367,12 +368,14 @@ fn decision_row(
 }
 
 /// Gauges of the plan just published.
-fn export_published(state: &AppState, cluster: &str, version: i64, candidate: &Candidate) {
+fn export_published(state: &AppState, cluster: &ClusterName, version: i64, candidate: &Candidate) {
     let m = &state.metrics;
-    m.plan_version.with_label_values(&[cluster]).set(version);
+    m.plan_version
+        .with_label_values(&[cluster.as_str()])
+        .set(version);
     let migrations = candidate.migrations.unwrap_or(0) as i64;
     m.plan_migrations
-        .with_label_values(&[cluster])
+        .with_label_values(&[cluster.as_str()])
         .set(migrations);
     let floor = candidate
         .stats
@@ -381,10 +384,10 @@ fn export_published(state: &AppState, cluster: &str, version: i64, candidate: &C
         .and_then(|r| r.migrations_bound)
         .unwrap_or(0) as i64;
     m.plan_migrations_bound
-        .with_label_values(&[cluster])
+        .with_label_values(&[cluster.as_str()])
         .set(floor);
     m.migrations_total
-        .with_label_values(&[cluster])
+        .with_label_values(&[cluster.as_str()])
         .inc_by(migrations as u64);
 }
 
@@ -402,15 +405,21 @@ fn to_matrix(window: &LoadWindow, topology: &Topology) -> Result<LoadMatrix, Sto
 }
 
 /// Exports the current plan's imbalance on the latest closed window.
-fn observe(state: &AppState, cluster: &str, topology: &Topology, plan: &Plan, latest: &LoadMatrix) {
+fn observe(
+    state: &AppState,
+    cluster: &ClusterName,
+    topology: &Topology,
+    plan: &Plan,
+    latest: &LoadMatrix,
+) {
     let s = score::score(topology, latest, plan);
     let m = &state.metrics;
     m.observed_model_imbalance
-        .with_label_values(&[cluster])
+        .with_label_values(&[cluster.as_str()])
         .set(s.model_imbalance);
     for (layer, l) in s.layers.iter().enumerate() {
         m.observed_layer_imbalance
-            .with_label_values(&[cluster, &layer.to_string()])
+            .with_label_values(&[cluster.as_str(), &layer.to_string()])
             .set(l.imbalance);
     }
 }
@@ -434,7 +443,7 @@ fn plan_figures(base_version: Option<i64>, f: &ballast_policy::Figures) -> PlanF
 /// its topology so any version can be exported or diffed on its own.
 #[allow(clippy::too_many_arguments)]
 fn document(
-    cluster: &str,
+    cluster: &ClusterName,
     version: Option<i64>,
     lineage: i64,
     created_at_ms: i64,
@@ -449,7 +458,7 @@ fn document(
     PlanDocument {
         phy2log: candidate.plan.phy2log().to_vec(),
         replica_share: candidate.plan.replica_share().map(<[Vec<f64>]>::to_vec),
-        cluster: cluster.to_owned(),
+        cluster: cluster.to_string(),
         version,
         lineage,
         created_at: rfc3339(created_at_ms),

@@ -57,7 +57,7 @@ pub async fn run(state: AppState) {
 
 async fn tick_cluster(state: &AppState, entry: &ClusterEntry, tick: u64) -> Result<(), StoreError> {
     let info = entry.info();
-    let cluster = info.name.as_str();
+    let cluster = &info.name;
     let config = &state.config;
     let now = now_ms();
     state
@@ -79,7 +79,7 @@ async fn tick_cluster(state: &AppState, entry: &ClusterEntry, tick: u64) -> Resu
             | Err(cycle::CycleError::NoTelemetry)
             | Err(cycle::CycleError::Superseded { .. }) => {}
             Err(cycle::CycleError::Store(err)) => return Err(err),
-            Err(err) => warn!(cluster, error = %err, "planner cycle failed"),
+            Err(err) => warn!(%cluster, error = %err, "planner cycle failed"),
         }
     }
     Ok(())
@@ -91,7 +91,7 @@ async fn export_worker_metrics(
     now: i64,
 ) -> Result<(), StoreError> {
     let info = entry.info();
-    let cluster = info.name.as_str();
+    let cluster = &info.name;
     let workers = state.store.workers(cluster).await?;
     let (mut up, mut down, mut unknown) = (0, 0, 0);
     for w in &workers {
@@ -103,7 +103,9 @@ async fn export_worker_metrics(
     }
     let m = &state.metrics;
     for (label, n) in [("up", up), ("down", down), ("unknown", unknown)] {
-        m.workers.with_label_values(&[cluster, label]).set(n);
+        m.workers
+            .with_label_values(&[cluster.as_str(), label])
+            .set(n);
     }
     if let Some(latest) = entry.latest() {
         let pending = workers
@@ -111,7 +113,7 @@ async fn export_worker_metrics(
             .filter(|w| w.applied_version != Some(latest.version))
             .count() as i64;
         m.rollout_pending_gpus
-            .with_label_values(&[cluster])
+            .with_label_values(&[cluster.as_str()])
             .set(pending);
         let lag = if pending > 0 {
             Duration::from_millis(now.saturating_sub(latest.created_at_ms).max(0) as u64)
@@ -119,9 +121,11 @@ async fn export_worker_metrics(
         } else {
             0.0
         };
-        m.rollout_lag_seconds.with_label_values(&[cluster]).set(lag);
+        m.rollout_lag_seconds
+            .with_label_values(&[cluster.as_str()])
+            .set(lag);
         m.plan_version
-            .with_label_values(&[cluster])
+            .with_label_values(&[cluster.as_str()])
             .set(latest.version);
     }
     Ok(())

@@ -3,13 +3,13 @@
 use ballast_solver::Topology;
 use sqlx::Row;
 
-use super::{Store, StoreError, StoreResult};
-use crate::domain::WorkerName;
+use super::{cluster_name, Store, StoreError, StoreResult};
+use crate::domain::{ClusterName, WorkerName};
 
 /// A cluster as stored.
 #[derive(Debug, Clone)]
 pub struct ClusterRow {
-    pub name: String,
+    pub name: ClusterName,
     pub topology: Topology,
     pub lineage: i64,
     pub created_at_ms: i64,
@@ -40,7 +40,7 @@ fn parse_row(row: &sqlx::any::AnyRow) -> StoreResult<ClusterRow> {
         detail: e.to_string(),
     })?;
     Ok(ClusterRow {
-        name: row.try_get("name")?,
+        name: cluster_name(row, "name")?,
         topology,
         lineage: row.try_get("lineage")?,
         created_at_ms: row.try_get("created_at_ms")?,
@@ -51,9 +51,9 @@ fn parse_row(row: &sqlx::any::AnyRow) -> StoreResult<ClusterRow> {
 const SELECT: &str = "SELECT name, topology, lineage, created_at_ms, updated_at_ms FROM clusters";
 
 impl Store {
-    pub async fn cluster(&self, name: &str) -> StoreResult<Option<ClusterRow>> {
+    pub async fn cluster(&self, name: &ClusterName) -> StoreResult<Option<ClusterRow>> {
         let row = sqlx::query("SELECT name, topology, lineage, created_at_ms, updated_at_ms FROM clusters WHERE name = $1")
-            .bind(name)
+            .bind(name.as_str())
             .fetch_optional(self.pool())
             .await?;
         row.as_ref().map(parse_row).transpose()
@@ -70,7 +70,7 @@ impl Store {
     /// none of them fit the new shape; published plans stay readable.
     pub async fn put_cluster(
         &self,
-        name: &str,
+        name: &ClusterName,
         topology: &Topology,
         now_ms: i64,
     ) -> StoreResult<PutOutcome> {
@@ -78,7 +78,7 @@ impl Store {
         let mut tx = self.write().await?;
         self.lock_cluster(&mut tx, name).await?;
         let existing = sqlx::query("SELECT topology, lineage FROM clusters WHERE name = $1")
-            .bind(name)
+            .bind(name.as_str())
             .fetch_optional(&mut *tx.tx)
             .await?;
         let outcome = match existing {
@@ -87,7 +87,7 @@ impl Store {
                     "INSERT INTO clusters (name, topology, lineage, created_at_ms, updated_at_ms, last_cycle_at_ms, cycles)
                      VALUES ($1, $2, 1, $3, $3, $3, 0)",
                 )
-                .bind(name)
+                .bind(name.as_str())
                 .bind(&text)
                 .bind(now_ms)
                 .execute(&mut *tx.tx)
@@ -114,13 +114,13 @@ impl Store {
                 let retired_version: Option<i64> = sqlx::query_scalar(
                     "SELECT max(version) FROM plans WHERE cluster = $1 AND lineage = $2",
                 )
-                .bind(name)
+                .bind(name.as_str())
                 .bind(old_lineage)
                 .fetch_one(&mut *tx.tx)
                 .await?;
                 let lineage = old_lineage + 1;
                 sqlx::query("UPDATE clusters SET topology = $2, lineage = $3, updated_at_ms = $4 WHERE name = $1")
-                    .bind(name)
+                    .bind(name.as_str())
                     .bind(&text)
                     .bind(lineage)
                     .bind(now_ms)
@@ -130,7 +130,10 @@ impl Store {
                     "DELETE FROM workers WHERE cluster = $1",
                     "DELETE FROM load_window_layers WHERE cluster = $1",
                 ] {
-                    sqlx::query(table).bind(name).execute(&mut *tx.tx).await?;
+                    sqlx::query(table)
+                        .bind(name.as_str())
+                        .execute(&mut *tx.tx)
+                        .await?;
                 }
                 PutOutcome {
                     created: false,
@@ -144,7 +147,7 @@ impl Store {
             sqlx::query(
                 "INSERT INTO workers (cluster, name, gpu, last_seq) VALUES ($1, $2, $3, -1)",
             )
-            .bind(name)
+            .bind(name.as_str())
             .bind(WorkerName::of_gpu(gpu, topology).as_str())
             .bind(gpu as i64)
             .execute(&mut *tx.tx)

@@ -1,14 +1,15 @@
 //! Planner cycles: claiming them, and recording why each candidate was
 //! published or skipped.
 
+use crate::domain::ClusterName;
 use sqlx::Row;
 
-use super::{NullableF64, Store, StoreResult, WriteTx};
+use super::{cluster_name, NullableF64, Store, StoreResult, WriteTx};
 
 /// One planner decision as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DecisionRow {
-    pub cluster: String,
+    pub cluster: ClusterName,
     pub cycle: i64,
     pub decided_at_ms: i64,
     pub lineage: i64,
@@ -29,7 +30,7 @@ impl Store {
     /// than `interval_ms` ago (on any replica). Returns the cycle number.
     pub async fn claim_cycle(
         &self,
-        cluster: &str,
+        cluster: &ClusterName,
         now_ms: i64,
         interval_ms: i64,
     ) -> StoreResult<Option<i64>> {
@@ -38,7 +39,7 @@ impl Store {
             "UPDATE clusters SET last_cycle_at_ms = $2, cycles = cycles + 1
              WHERE name = $1 AND last_cycle_at_ms <= $3 RETURNING cycles",
         )
-        .bind(cluster)
+        .bind(cluster.as_str())
         .bind(now_ms)
         .bind(now_ms - interval_ms)
         .fetch_optional(&mut *tx.tx)
@@ -48,12 +49,12 @@ impl Store {
     }
 
     /// A cycle number for an out-of-schedule decision (manual rebalance).
-    pub async fn next_cycle(&self, cluster: &str) -> StoreResult<Option<i64>> {
+    pub async fn next_cycle(&self, cluster: &ClusterName) -> StoreResult<Option<i64>> {
         let mut tx = self.write().await?;
         let cycle: Option<i64> = sqlx::query_scalar(
             "UPDATE clusters SET cycles = cycles + 1 WHERE name = $1 RETURNING cycles",
         )
-        .bind(cluster)
+        .bind(cluster.as_str())
         .fetch_optional(&mut *tx.tx)
         .await?;
         tx.commit().await?;
@@ -70,7 +71,7 @@ impl Store {
                 reason, detail, observed_imbalance, predicted_imbalance, migrations, net_gain, streak)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
-        .bind(&d.cluster)
+        .bind(d.cluster.as_str())
         .bind(d.cycle)
         .bind(d.decided_at_ms)
         .bind(d.lineage)
@@ -96,20 +97,24 @@ impl Store {
     }
 
     /// Newest first.
-    pub async fn decisions(&self, cluster: &str, limit: usize) -> StoreResult<Vec<DecisionRow>> {
+    pub async fn decisions(
+        &self,
+        cluster: &ClusterName,
+        limit: usize,
+    ) -> StoreResult<Vec<DecisionRow>> {
         let rows = sqlx::query(
             "SELECT cluster, cycle, decided_at_ms, lineage, base_version, published_version, reason, detail,
                     observed_imbalance, predicted_imbalance, migrations, net_gain, streak
              FROM planner_decisions WHERE cluster = $1 ORDER BY cycle DESC LIMIT $2",
         )
-        .bind(cluster)
+        .bind(cluster.as_str())
         .bind(limit as i64)
         .fetch_all(self.pool())
         .await?;
         rows.iter()
             .map(|r| {
                 Ok(DecisionRow {
-                    cluster: r.try_get("cluster")?,
+                    cluster: cluster_name(r, "cluster")?,
                     cycle: r.try_get("cycle")?,
                     decided_at_ms: r.try_get("decided_at_ms")?,
                     lineage: r.try_get("lineage")?,

@@ -31,6 +31,7 @@ use thiserror::Error;
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::domain::load_codec::CodecError;
+use crate::domain::ClusterName;
 
 /// The migrations in `migrations/`, compiled in so the binary is self-contained.
 const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -231,10 +232,14 @@ impl Store {
 
     /// Serialises this transaction with every other one that locks `cluster`,
     /// across replicas (PostgreSQL); released at commit or rollback.
-    pub async fn lock_cluster(&self, tx: &mut WriteTx<'_>, cluster: &str) -> StoreResult<()> {
+    pub async fn lock_cluster(
+        &self,
+        tx: &mut WriteTx<'_>,
+        cluster: &ClusterName,
+    ) -> StoreResult<()> {
         if self.backend == Backend::Postgres {
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(lock_key(cluster))
+                .bind(lock_key(cluster.as_str()))
                 .execute(&mut *tx.tx)
                 .await?;
         }
@@ -256,11 +261,15 @@ impl Store {
     /// Tells the other replicas that `cluster` changed (a plan or its
     /// topology), when `tx` commits; PostgreSQL only (one process owns an
     /// SQLite file). Polling (`--sync-interval`) still catches anything missed.
-    pub async fn announce_change(&self, tx: &mut WriteTx<'_>, cluster: &str) -> StoreResult<()> {
+    pub async fn announce_change(
+        &self,
+        tx: &mut WriteTx<'_>,
+        cluster: &ClusterName,
+    ) -> StoreResult<()> {
         if self.backend == Backend::Postgres {
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(CHANGES_CHANNEL)
-                .bind(cluster)
+                .bind(cluster.as_str())
                 .execute(&mut *tx.tx)
                 .await?;
         }
@@ -286,6 +295,16 @@ pub fn lock_key(cluster: &str) -> i64 {
 }
 
 /// Converts a stored non-negative BIGINT back to `usize`.
+/// A stored cluster name, parsed again: the column holds only names that
+/// were parsed on the way in, so anything else is corruption.
+fn cluster_name(row: &sqlx::any::AnyRow, column: &str) -> StoreResult<ClusterName> {
+    let text: String = sqlx::Row::try_get(row, column)?;
+    ClusterName::parse(&text).map_err(|e| StoreError::Corrupt {
+        what: "cluster name",
+        detail: e.to_string(),
+    })
+}
+
 fn to_usize(what: &'static str, value: i64) -> StoreResult<usize> {
     usize::try_from(value).map_err(|_| StoreError::Corrupt {
         what,

@@ -5,15 +5,16 @@
 //! still the one the candidate was computed against. Together with the
 //! primary key this keeps versions gap-free and unforked across replicas.
 
+use crate::domain::ClusterName;
 use sqlx::Row;
 
 use super::decisions::DecisionRow;
-use super::{Store, StoreResult};
+use super::{cluster_name, Store, StoreResult};
 
 /// A stored plan.
 #[derive(Debug, Clone)]
 pub struct PlanRow {
-    pub cluster: String,
+    pub cluster: ClusterName,
     pub version: i64,
     pub lineage: i64,
     pub created_at_ms: i64,
@@ -54,7 +55,7 @@ pub struct NewPlan {
 /// that watch for other replicas' publications).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterHead {
-    pub cluster: String,
+    pub cluster: ClusterName,
     pub lineage: i64,
     pub updated_at_ms: i64,
     pub latest_version: Option<i64>,
@@ -62,7 +63,7 @@ pub struct ClusterHead {
 
 fn plan_row(row: &sqlx::any::AnyRow) -> StoreResult<PlanRow> {
     Ok(PlanRow {
-        cluster: row.try_get("cluster")?,
+        cluster: cluster_name(row, "cluster")?,
         version: row.try_get("version")?,
         lineage: row.try_get("lineage")?,
         created_at_ms: row.try_get("created_at_ms")?,
@@ -77,7 +78,7 @@ impl Store {
     /// (if any) is recorded in the same transaction.
     pub async fn publish(
         &self,
-        cluster: &str,
+        cluster: &ClusterName,
         expected_latest: Option<i64>,
         now_ms: i64,
         build: impl FnOnce(i64) -> NewPlan,
@@ -87,7 +88,7 @@ impl Store {
         self.lock_cluster(&mut tx, cluster).await?;
         let latest: Option<i64> =
             sqlx::query_scalar("SELECT max(version) FROM plans WHERE cluster = $1")
-                .bind(cluster)
+                .bind(cluster.as_str())
                 .fetch_one(&mut *tx.tx)
                 .await?;
         if latest != expected_latest {
@@ -99,7 +100,7 @@ impl Store {
             "INSERT INTO plans (cluster, version, lineage, created_at_ms, reason, stats, document)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
-        .bind(cluster)
+        .bind(cluster.as_str())
         .bind(version)
         .bind(plan.lineage)
         .bind(now_ms)
@@ -124,11 +125,11 @@ impl Store {
         }))
     }
 
-    pub async fn plan(&self, cluster: &str, version: i64) -> StoreResult<Option<PlanRow>> {
+    pub async fn plan(&self, cluster: &ClusterName, version: i64) -> StoreResult<Option<PlanRow>> {
         let row = sqlx::query(
             "SELECT cluster, version, lineage, created_at_ms, reason, document FROM plans WHERE cluster = $1 AND version = $2",
         )
-        .bind(cluster)
+        .bind(cluster.as_str())
         .bind(version)
         .fetch_optional(self.pool())
         .await?;
@@ -136,12 +137,16 @@ impl Store {
     }
 
     /// The latest plan of a lineage.
-    pub async fn latest_plan(&self, cluster: &str, lineage: i64) -> StoreResult<Option<PlanRow>> {
+    pub async fn latest_plan(
+        &self,
+        cluster: &ClusterName,
+        lineage: i64,
+    ) -> StoreResult<Option<PlanRow>> {
         let row = sqlx::query(
             "SELECT cluster, version, lineage, created_at_ms, reason, document FROM plans
              WHERE cluster = $1 AND lineage = $2 ORDER BY version DESC LIMIT 1",
         )
-        .bind(cluster)
+        .bind(cluster.as_str())
         .bind(lineage)
         .fetch_optional(self.pool())
         .await?;
@@ -149,10 +154,10 @@ impl Store {
     }
 
     /// The latest version of the cluster, any lineage.
-    pub async fn latest_version(&self, cluster: &str) -> StoreResult<Option<i64>> {
+    pub async fn latest_version(&self, cluster: &ClusterName) -> StoreResult<Option<i64>> {
         Ok(
             sqlx::query_scalar("SELECT max(version) FROM plans WHERE cluster = $1")
-                .bind(cluster)
+                .bind(cluster.as_str())
                 .fetch_one(self.pool())
                 .await?,
         )
@@ -161,14 +166,14 @@ impl Store {
     /// Newest first.
     pub async fn plan_summaries(
         &self,
-        cluster: &str,
+        cluster: &ClusterName,
         limit: usize,
     ) -> StoreResult<Vec<PlanSummary>> {
         let rows = sqlx::query(
             "SELECT version, lineage, created_at_ms, reason, stats FROM plans
              WHERE cluster = $1 ORDER BY version DESC LIMIT $2",
         )
-        .bind(cluster)
+        .bind(cluster.as_str())
         .bind(limit as i64)
         .fetch_all(self.pool())
         .await?;
@@ -197,7 +202,7 @@ impl Store {
         rows.iter()
             .map(|row| {
                 Ok(ClusterHead {
-                    cluster: row.try_get("name")?,
+                    cluster: cluster_name(row, "name")?,
                     lineage: row.try_get("lineage")?,
                     updated_at_ms: row.try_get("updated_at_ms")?,
                     latest_version: row.try_get("latest")?,

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use sqlx::Row;
 
 use super::{to_usize, Store, StoreError, StoreResult, WriteTx};
-use crate::domain::load_codec;
+use crate::domain::{load_codec, ClusterName, WorkerName};
 
 /// The outcome of storing one window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,10 +32,10 @@ pub enum IngestOutcome {
 /// One validated window to store.
 #[derive(Debug, Clone)]
 pub struct StagedWindow {
-    pub cluster: String,
+    pub cluster: ClusterName,
     /// The topology lineage it was validated against.
     pub lineage: i64,
-    pub worker: String,
+    pub worker: WorkerName,
     pub seq: i64,
     /// The cluster load window it counts towards.
     pub bucket: i64,
@@ -70,7 +70,7 @@ impl Store {
         // Cluster locks first, in name order: adding into a load window is a
         // read-modify-write that replicas must not interleave, and taking
         // them before any worker row keeps lock order fixed (no deadlocks).
-        let clusters: BTreeSet<&str> = windows.iter().map(|w| w.cluster.as_str()).collect();
+        let clusters: BTreeSet<&ClusterName> = windows.iter().map(|w| &w.cluster).collect();
         for cluster in &clusters {
             self.lock_cluster(&mut tx, cluster).await?;
         }
@@ -107,7 +107,7 @@ impl Store {
     /// oldest first, each `layers` rows of `len / layers` values.
     pub async fn load_windows(
         &self,
-        cluster: &str,
+        cluster: &ClusterName,
         lineage: i64,
         before: i64,
         limit: usize,
@@ -119,7 +119,7 @@ impl Store {
              WHERE cluster = $1 AND lineage = $2 AND bucket < $3
              ORDER BY bucket DESC LIMIT $4",
         )
-        .bind(cluster)
+        .bind(cluster.as_str())
         .bind(lineage)
         .bind(before)
         .bind(limit as i64)
@@ -133,7 +133,7 @@ impl Store {
              WHERE cluster = $1 AND lineage = $2 AND bucket >= $3 AND bucket < $4
              ORDER BY bucket, layer",
         )
-        .bind(cluster)
+        .bind(cluster.as_str())
         .bind(lineage)
         .bind(oldest)
         .bind(before)
@@ -169,13 +169,13 @@ impl Store {
     /// older than `receipts_before_ms`.
     pub async fn prune(
         &self,
-        cluster: &str,
+        cluster: &ClusterName,
         windows_before_bucket: i64,
         receipts_before_ms: i64,
     ) -> StoreResult<u64> {
         let mut tx = self.write().await?;
         let a = sqlx::query("DELETE FROM load_window_layers WHERE cluster = $1 AND bucket < $2")
-            .bind(cluster)
+            .bind(cluster.as_str())
             .bind(windows_before_bucket)
             .execute(&mut *tx.tx)
             .await?
@@ -183,7 +183,7 @@ impl Store {
         let b = sqlx::query(
             "DELETE FROM telemetry_receipts WHERE cluster = $1 AND received_at_ms < $2",
         )
-        .bind(cluster)
+        .bind(cluster.as_str())
         .bind(receipts_before_ms)
         .execute(&mut *tx.tx)
         .await?
@@ -204,8 +204,8 @@ async fn record_receipt(
         "UPDATE workers SET last_seq = $3, last_seen_at_ms = $4, down_since_ms = NULL
          WHERE cluster = $1 AND name = $2 AND last_seq < $3",
     )
-    .bind(&w.cluster)
-    .bind(&w.worker)
+    .bind(w.cluster.as_str())
+    .bind(w.worker.as_str())
     .bind(w.seq)
     .bind(now_ms)
     .execute(&mut *tx.tx)
@@ -215,8 +215,8 @@ async fn record_receipt(
         let seen = sqlx::query(
             "SELECT 1 FROM telemetry_receipts WHERE cluster = $1 AND worker = $2 AND seq = $3",
         )
-        .bind(&w.cluster)
-        .bind(&w.worker)
+        .bind(w.cluster.as_str())
+        .bind(w.worker.as_str())
         .bind(w.seq)
         .fetch_optional(&mut *tx.tx)
         .await?;
@@ -225,8 +225,8 @@ async fn record_receipt(
         }
         let last: Option<i64> =
             sqlx::query_scalar("SELECT last_seq FROM workers WHERE cluster = $1 AND name = $2")
-                .bind(&w.cluster)
-                .bind(&w.worker)
+                .bind(w.cluster.as_str())
+                .bind(w.worker.as_str())
                 .fetch_optional(&mut *tx.tx)
                 .await?;
         return Ok(match last {
@@ -237,8 +237,8 @@ async fn record_receipt(
     sqlx::query(
         "INSERT INTO telemetry_receipts (cluster, worker, seq, received_at_ms) VALUES ($1, $2, $3, $4)",
     )
-    .bind(&w.cluster)
-    .bind(&w.worker)
+    .bind(w.cluster.as_str())
+    .bind(w.worker.as_str())
     .bind(w.seq)
     .bind(now_ms)
     .execute(&mut *tx.tx)

@@ -1,5 +1,6 @@
 //! Workers: liveness and the plan version each one applied.
 
+use crate::domain::{ClusterName, WorkerName};
 use sqlx::Row;
 
 use super::{to_usize, Store, StoreResult};
@@ -26,12 +27,12 @@ pub enum AckOutcome {
 
 impl Store {
     /// Ordered by GPU.
-    pub async fn workers(&self, cluster: &str) -> StoreResult<Vec<WorkerRow>> {
+    pub async fn workers(&self, cluster: &ClusterName) -> StoreResult<Vec<WorkerRow>> {
         let rows = sqlx::query(
             "SELECT name, gpu, last_seq, last_seen_at_ms, down_since_ms, applied_version, applied_at_ms
              FROM workers WHERE cluster = $1 ORDER BY gpu",
         )
-        .bind(cluster)
+        .bind(cluster.as_str())
         .fetch_all(self.pool())
         .await?;
         rows.iter()
@@ -52,14 +53,14 @@ impl Store {
     /// Records that `worker` runs plan `version` (which must exist).
     pub async fn ack(
         &self,
-        cluster: &str,
-        worker: &str,
+        cluster: &ClusterName,
+        worker: &WorkerName,
         version: i64,
         now_ms: i64,
     ) -> StoreResult<AckOutcome> {
         let mut tx = self.write().await?;
         let exists = sqlx::query("SELECT 1 FROM plans WHERE cluster = $1 AND version = $2")
-            .bind(cluster)
+            .bind(cluster.as_str())
             .bind(version)
             .fetch_optional(&mut *tx.tx)
             .await?;
@@ -69,8 +70,8 @@ impl Store {
         let updated = sqlx::query(
             "UPDATE workers SET applied_version = $3, applied_at_ms = $4 WHERE cluster = $1 AND name = $2",
         )
-        .bind(cluster)
-        .bind(worker)
+        .bind(cluster.as_str())
+        .bind(worker.as_str())
         .bind(version)
         .bind(now_ms)
         .execute(&mut *tx.tx)
@@ -83,8 +84,8 @@ impl Store {
             "INSERT INTO acks (cluster, worker, version, acked_at_ms) VALUES ($1, $2, $3, $4)
              ON CONFLICT (cluster, worker, version) DO NOTHING",
         )
-        .bind(cluster)
-        .bind(worker)
+        .bind(cluster.as_str())
+        .bind(worker.as_str())
         .bind(version)
         .bind(now_ms)
         .execute(&mut *tx.tx)
@@ -97,7 +98,7 @@ impl Store {
     /// never heard from stay "unknown": they may not report telemetry at all.
     pub async fn mark_down(
         &self,
-        cluster: &str,
+        cluster: &ClusterName,
         silent_before_ms: i64,
         now_ms: i64,
     ) -> StoreResult<u64> {
@@ -106,7 +107,7 @@ impl Store {
             "UPDATE workers SET down_since_ms = $3
              WHERE cluster = $1 AND down_since_ms IS NULL AND last_seen_at_ms IS NOT NULL AND last_seen_at_ms < $2",
         )
-        .bind(cluster)
+        .bind(cluster.as_str())
         .bind(silent_before_ms)
         .bind(now_ms)
         .execute(&mut *tx.tx)
