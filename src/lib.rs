@@ -4,13 +4,15 @@
 //! - [`cli`]: the one-shot commands (`solve`, `score`, `bound`), one module each;
 //! - `serve`: the long-running placement service. Workers send load windows,
 //!   summed into per-cluster windows as they are accepted; the planner loop
-//!   estimates the load (EWMA), computes migration-aware candidate plans, publishes them when the
-//!   gain pays for the moves, and serves them (ETag, long-poll, SSE, exports).
+//!   runs the planning policy ([`ballast_policy`]) and publishes the plans it
+//!   decides are worth their moves, and serves them (ETag, long-poll, SSE,
+//!   exports). Every body on the wire is a [`ballast_protocol`] type.
 //!
 //! A request's path: [`api`] (HTTP, auth, errors) → [`domain`] (parsing and
 //! validation) → [`store`] (SQLite or PostgreSQL through one code path) →
 //! [`plan_cache`] (in-memory latest plans and their watchers). The planner
-//! lives in [`planner_loop`]; [`service`] wires everything together.
+//! lives in [`planner_loop`]; [`service`] wires everything together from
+//! [`config`]; [`time`] owns clocks and the load-window grid.
 
 pub mod api;
 pub mod args;
