@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use ballast_solver::planner::DEFAULT_BALANCE_TOLERANCE;
 use ballast_solver::{LoadMatrix, Plan, Policy, Split, Topology};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use candidate::{Candidate, CandidateError, CandidateInput};
@@ -119,7 +119,7 @@ impl<'a> Situation<'a> {
 
 /// The figures behind a decision (reported with it and stored in the plan's
 /// stats).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Figures {
     /// Model imbalance of the plan in force on the estimate.
     pub current_imbalance: Option<f64>,

@@ -105,25 +105,15 @@ impl PlanStats {
 }
 
 /// The figures behind a planner decision: the `figures` of a rebalance
-/// result, and part of every published plan's `stats`.
+/// result, and part of every published plan's `stats`. The policy's own
+/// figures ([`ballast_policy::Figures`]) travel as they are, beside the
+/// version they were measured against.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlanFigures {
     /// The plan the candidate would replace.
     pub base_version: Option<i64>,
-    /// Model imbalance of the current plan on the load estimate.
-    pub current_imbalance: Option<f64>,
-    /// Model imbalance of the candidate on the load estimate.
-    pub predicted_imbalance: f64,
-    /// Experts to load going from the current plan to the candidate.
-    pub migrations: Option<usize>,
-    /// `migrations x expert_bytes`, when the topology gives `expert_bytes`.
-    pub migrated_bytes: Option<u64>,
-    pub net_gain: Option<f64>,
-    pub solve_seconds: f64,
-    /// Closed load windows behind the estimate.
-    pub load_windows: usize,
-    /// Down GPUs the candidate gives no load.
-    pub excluded_gpus: Vec<usize>,
+    #[serde(flatten)]
+    pub decision: ballast_policy::Figures,
 }
 
 /// `GET /v1/clusters/{cluster}/plans`: newest first.
@@ -229,14 +219,16 @@ mod tests {
         let outcome = solve(&topology, &load, &options).unwrap();
         let figures = PlanFigures {
             base_version: None,
-            current_imbalance: None,
-            predicted_imbalance: 1.5,
-            migrations: Some(4),
-            migrated_bytes: None,
-            net_gain: None,
-            solve_seconds: 0.1,
-            load_windows: 2,
-            excluded_gpus: vec![],
+            decision: ballast_policy::Figures {
+                current_imbalance: None,
+                predicted_imbalance: 1.5,
+                migrations: Some(4),
+                migrated_bytes: None,
+                net_gain: None,
+                solve_seconds: 0.1,
+                load_windows: 2,
+                excluded_gpus: vec![],
+            },
         };
         let stats = PlanStats::new(&outcome.stats, &figures);
         assert_eq!(stats.get("policy").unwrap(), "greedy");

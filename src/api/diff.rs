@@ -8,7 +8,7 @@ use ballast_solver::migration::{self, GpuChanges};
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::{cluster_entry, parse_version};
+use super::{cluster_entry, parse_version, plan_version};
 use crate::domain::WorkerName;
 use crate::state::AppState;
 
@@ -25,21 +25,8 @@ pub async fn diff(
     let entry = cluster_entry(&state, &cluster).await?;
     let to_version = parse_version(&version)?;
     let from_version = query.from.unwrap_or(to_version - 1);
-    let fetch = |v: i64| {
-        let state = state.clone();
-        let entry = entry.clone();
-        let cluster = cluster.clone();
-        async move {
-            state.plan_cache.plan(&entry, v).await?.ok_or_else(|| {
-                ApiError::not_found(
-                    ErrorCode::PlanNotFound,
-                    format!("cluster {cluster} has no plan version {v}"),
-                )
-            })
-        }
-    };
-    let to = fetch(to_version).await?;
-    let from = fetch(from_version).await?;
+    let to = plan_version(&state, &entry, to_version).await?;
+    let from = plan_version(&state, &entry, from_version).await?;
     if from.lineage != to.lineage {
         return Err(ApiError::conflict(
             ErrorCode::LineageMismatch,

@@ -37,7 +37,7 @@ use tower_http::trace::TraceLayer;
 use ballast_protocol::ErrorCode;
 
 use crate::domain::ClusterName;
-use crate::plan_cache::ClusterEntry;
+use crate::plan_cache::{ClusterEntry, PublishedPlan};
 use crate::state::AppState;
 use error::ApiError;
 
@@ -284,6 +284,23 @@ pub(crate) async fn cluster_entry(
         ApiError::not_found(
             ErrorCode::ClusterNotFound,
             format!("cluster {name} does not exist; PUT its topology first"),
+        )
+    })
+}
+
+/// Version `version` of the cluster's plans, or 404.
+pub(crate) async fn plan_version(
+    state: &AppState,
+    entry: &ClusterEntry,
+    version: i64,
+) -> Result<Arc<PublishedPlan>, ApiError> {
+    state.plan_cache.plan(entry, version).await?.ok_or_else(|| {
+        ApiError::not_found(
+            ErrorCode::PlanNotFound,
+            format!(
+                "cluster {} has no plan version {version}",
+                entry.info().name
+            ),
         )
     })
 }

@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 
 use super::openapi::DOCUMENT;
 use ballast_policy::candidate::{self, Candidate, CandidateInput};
+use ballast_policy::Figures;
 
 /// Where a body sits in the document: `(method, path, status)`, or
 /// `(method, path, "request")` for a request body.
@@ -265,25 +266,29 @@ fn build_samples() -> Samples {
     );
     let full_figures = PlanFigures {
         base_version: Some(1),
-        current_imbalance: Some(1.4),
-        predicted_imbalance: 1.1,
-        migrations: Some(3),
-        migrated_bytes: Some(3000),
-        net_gain: Some(0.2),
-        solve_seconds: 0.5,
-        load_windows: 4,
-        excluded_gpus: vec![2],
+        decision: Figures {
+            current_imbalance: Some(1.4),
+            predicted_imbalance: 1.1,
+            migrations: Some(3),
+            migrated_bytes: Some(3000),
+            net_gain: Some(0.2),
+            solve_seconds: 0.5,
+            load_windows: 4,
+            excluded_gpus: vec![2],
+        },
     };
     let bare_figures = PlanFigures {
         base_version: None,
-        current_imbalance: None,
-        predicted_imbalance: 1.2,
-        migrations: None,
-        migrated_bytes: None,
-        net_gain: None,
-        solve_seconds: 0.5,
-        load_windows: 1,
-        excluded_gpus: Vec::new(),
+        decision: Figures {
+            current_imbalance: None,
+            predicted_imbalance: 1.2,
+            migrations: None,
+            migrated_bytes: None,
+            net_gain: None,
+            solve_seconds: 0.5,
+            load_windows: 1,
+            excluded_gpus: Vec::new(),
+        },
     };
     let published = document(&replan, Some(2), "gain_pays", &full_figures);
     let initial = document(&first, Some(1), "initial", &bare_figures);

@@ -14,7 +14,7 @@ use ballast_solver::export::{self, Engine};
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::{cluster_entry, parse_version};
+use super::{cluster_entry, parse_version, plan_version};
 use crate::plan_cache::PublishedPlan;
 use crate::state::AppState;
 use crate::time::rfc3339;
@@ -168,16 +168,7 @@ pub async fn by_version(
     let entry = cluster_entry(&state, &cluster).await?;
     let version = parse_version(&version)?;
     let format = format_of(&query)?;
-    let plan = state
-        .plan_cache
-        .plan(&entry, version)
-        .await?
-        .ok_or_else(|| {
-            ApiError::not_found(
-                ErrorCode::PlanNotFound,
-                format!("cluster {cluster} has no plan version {version}"),
-            )
-        })?;
+    let plan = plan_version(&state, &entry, version).await?;
     if known_version(&headers) == Some(version) {
         return Ok(not_modified(version));
     }

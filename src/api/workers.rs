@@ -13,7 +13,7 @@ use ballast_protocol::{
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::{cluster_entry, parse_version};
+use super::{cluster_entry, parse_version, plan_version};
 use crate::domain::WorkerName;
 use crate::state::AppState;
 use crate::store::workers::AckOutcome;
@@ -102,16 +102,7 @@ pub async fn rollout(
     let entry = cluster_entry(&state, &cluster).await?;
     let info = entry.info();
     let version = parse_version(&version)?;
-    let plan = state
-        .plan_cache
-        .plan(&entry, version)
-        .await?
-        .ok_or_else(|| {
-            ApiError::not_found(
-                ErrorCode::PlanNotFound,
-                format!("cluster {cluster} has no plan version {version}"),
-            )
-        })?;
+    let plan = plan_version(&state, &entry, version).await?;
     let workers = state.store.workers(&info.name).await?;
     let mut by_version: BTreeMap<Option<i64>, Vec<&str>> = BTreeMap::new();
     for w in &workers {

@@ -244,7 +244,10 @@ async fn cycle(
         .set(decision.figures.predicted_imbalance);
 
     let verdict = decision.verdict;
-    let figures = plan_figures(base_version, &decision.figures);
+    let figures = PlanFigures {
+        base_version,
+        decision: decision.figures.clone(),
+    };
     let report = |outcome| Report {
         outcome,
         reason: verdict.reason.as_str(),
@@ -267,18 +270,7 @@ async fn cycle(
             );
             return Ok(report(Outcome::DryRun(Box::new(doc))));
         }
-        Trigger::Scheduled { cycle } if !verdict.publish => {
-            let row = decision_row(
-                info,
-                cycle,
-                base_version,
-                verdict.reason.as_str(),
-                decision.detail.clone(),
-                Some(&decision),
-            );
-            state.store.record_decision(&row).await?;
-            return Ok(report(Outcome::Skipped));
-        }
+        // A rebalance that does not publish leaves no trace in the log.
         Trigger::Rebalance { .. } if !verdict.publish => return Ok(report(Outcome::Skipped)),
         _ => {}
     }
@@ -294,6 +286,10 @@ async fn cycle(
         decision.detail.clone(),
         Some(&decision),
     );
+    if !verdict.publish {
+        state.store.record_decision(&row).await?;
+        return Ok(report(Outcome::Skipped));
+    }
     let lineage = info.lineage;
     let outcome = state
         .store
@@ -421,21 +417,6 @@ fn observe(
         m.observed_layer_imbalance
             .with_label_values(&[cluster.as_str(), &layer.to_string()])
             .set(l.imbalance);
-    }
-}
-
-/// The decision's figures as reported and stored with the plan.
-fn plan_figures(base_version: Option<i64>, f: &ballast_policy::Figures) -> PlanFigures {
-    PlanFigures {
-        base_version,
-        current_imbalance: f.current_imbalance,
-        predicted_imbalance: f.predicted_imbalance,
-        migrations: f.migrations,
-        migrated_bytes: f.migrated_bytes,
-        net_gain: f.net_gain,
-        solve_seconds: f.solve_seconds,
-        load_windows: f.load_windows,
-        excluded_gpus: f.excluded_gpus.clone(),
     }
 }
 
