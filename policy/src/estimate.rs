@@ -21,11 +21,7 @@ pub fn windows_needed(alpha: f64) -> usize {
 /// The estimate of `windows` (oldest first) as a load matrix for `topology`;
 /// `None` when no window carries any load.
 pub fn ewma(windows: &[LoadMatrix], alpha: f64, topology: &Topology) -> Option<LoadMatrix> {
-    let flat: Vec<Vec<f64>> = windows
-        .iter()
-        .map(|w| w.layers().flatten().copied().collect())
-        .collect();
-    let estimate = ewma_flat(flat.iter().map(Vec::as_slice), alpha)?;
+    let estimate = ewma_flat(windows.iter().map(LoadMatrix::values), alpha)?;
     let rows = estimate
         .chunks_exact(topology.num_logical_experts())
         .map(<[f64]>::to_vec)

@@ -144,6 +144,11 @@ impl LoadMatrix {
         self.values.chunks_exact(self.num_experts)
     }
 
+    /// Every value, layer by layer (`L × E`, row-major).
+    pub fn values(&self) -> &[f64] {
+        &self.values
+    }
+
     /// Rows as nested vectors (for serialization).
     pub fn to_rows(&self) -> Vec<Vec<f64>> {
         self.layers().map(<[f64]>::to_vec).collect()

@@ -74,6 +74,12 @@ impl Unit {
         self.experts.binary_search(&e).ok().map(|i| i as u32)
     }
 
+    /// `slots` by local index (the unit's own slots hold only its experts;
+    /// any other expert reads as local 0).
+    pub fn local_slots(&self, slots: &[u32]) -> Vec<u32> {
+        slots.iter().map(|&e| self.local(e).unwrap_or(0)).collect()
+    }
+
     pub fn global(&self, local: u32) -> u32 {
         self.experts[local as usize]
     }

@@ -79,10 +79,7 @@ impl FreshPlanner<'_> {
             let range = layout.slots(u);
             let unit = Unit::of_slots(&out[range.clone()], row);
             let problem = unit.problem(layout.speeds(u), s);
-            let local: Vec<u32> = out[range.clone()]
-                .iter()
-                .map(|&e| unit.local(e).unwrap_or(0))
-                .collect();
+            let local = unit.local_slots(&out[range.clone()]);
             let mut packing = EvenPacking::from_slots(problem, local);
             // The descent may run past the unit's share (it is what makes
             // the plan good), never past the run's deadline.
@@ -172,10 +169,7 @@ impl FreshPlanner<'_> {
             let range = layout.slots(u);
             let unit = Unit::of_slots(&out[range.clone()], row);
             let problem = unit.problem(layout.speeds(u), s);
-            let local: Vec<u32> = out[range.clone()]
-                .iter()
-                .map(|&e| unit.local(e).unwrap_or(0))
-                .collect();
+            let local = unit.local_slots(&out[range.clone()]);
             let packing = EvenPacking::from_slots(problem, local);
             let Some((table, solved)) = even_model::solve(problem, &packing, target, left) else {
                 continue;

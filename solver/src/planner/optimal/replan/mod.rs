@@ -364,10 +364,7 @@ impl Replanner<'_> {
             }
             let unit = Unit::of_slots(&out[range.clone()], row);
             let problem = unit.problem(layout.speeds(u), s);
-            let start: Vec<u32> = out[range.clone()]
-                .iter()
-                .map(|&e| unit.local(e).unwrap_or(0))
-                .collect();
+            let start = unit.local_slots(&out[range.clone()]);
             let old: Vec<Option<u32>> =
                 prev[range.clone()].iter().map(|&e| unit.local(e)).collect();
             let left = ((seconds - started.elapsed().as_secs_f64()) / (units - u) as f64)
@@ -436,10 +433,7 @@ impl Replanner<'_> {
             let range = layout.slots(u);
             let unit = Unit::of_slots(&out[range.clone()], row);
             let problem = unit.problem(layout.speeds(u), s);
-            let local: Vec<u32> = out[range.clone()]
-                .iter()
-                .map(|&e| unit.local(e).unwrap_or(0))
-                .collect();
+            let local = unit.local_slots(&out[range.clone()]);
             let unit_max = match shares.as_mut() {
                 None => EvenPacking::from_slots(problem, local).max_load(),
                 Some(shares) => {
@@ -554,7 +548,7 @@ impl Replanner<'_> {
             distinct.sort_unstable();
             distinct.dedup();
             if distinct == unit.experts && layout.speeds(u) == problem.speeds {
-                return slots.iter().map(|&e| unit.local(e).unwrap_or(0)).collect();
+                return unit.local_slots(slots);
             }
         }
         let counts = water_fill(problem.weights, problem.num_slots(), problem.count_cap());
