@@ -33,7 +33,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
 use ballast_solver::routing::{Router, Routing, SearchLimits};
 use ballast_solver::{LoadMatrix, Topology};
 
-use support::{draw_batch, eplb_like_plan, read_load, read_topology, with_backups, Rng};
+use support::{draw_batch, eplb_plan, read_load, read_topology, with_backups, Rng};
 
 const BATCHES: usize = 64;
 
@@ -43,7 +43,7 @@ struct Workload {
 }
 
 fn workload(topology: &Topology, load: &LoadMatrix, hierarchical: bool, tokens: usize) -> Workload {
-    let plan = eplb_like_plan(topology, load, hierarchical);
+    let plan = eplb_plan(topology, load, hierarchical);
     let routers = (0..topology.num_layers())
         .map(|l| Router::new(topology, &plan, l).expect("plan layer"))
         .collect();
@@ -83,7 +83,7 @@ fn bench_budget(
 ) {
     let fixed_load = read_load(load_name, fixed);
     let load = read_load(load_name, hosted);
-    let fixed_plan = eplb_like_plan(fixed, &fixed_load, true);
+    let fixed_plan = eplb_plan(fixed, &fixed_load, true);
     let plan = with_backups(hosted, fixed, &fixed_plan, &load);
     let mut routers: Vec<Router> = (0..hosted.num_layers())
         .map(|l| Router::new(hosted, &plan, l).expect("plan layer"))

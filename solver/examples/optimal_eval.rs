@@ -33,15 +33,13 @@ fn load(topology: &Topology, name: &str) -> LoadMatrix {
 
 /// EPLB's figures for one (config, dist) row of `eplb_reference.csv`.
 fn eplb(config: &str, dist: &str) -> Option<(f64, f64)> {
-    let text = support::read_data("eplb_reference.csv");
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next()?.split(',').collect();
-    let col = |name: &str| header.iter().position(|h| *h == name);
-    let (imb, churn) = (col("eplb_imb_mean")?, col("churn_relabel_node_drift0.1")?);
-    lines
-        .map(|l| l.split(',').collect::<Vec<_>>())
-        .find(|f| f[0] == config && f[1] == dist)
-        .and_then(|f| Some((f.get(imb)?.parse().ok()?, f.get(churn)?.parse().ok()?)))
+    let row = support::eplb_reference()
+        .into_iter()
+        .find(|row| row.config == config && row.dist == dist)?;
+    Some((
+        *row.values.get("eplb_imb_mean")?,
+        *row.values.get("churn_relabel_node_drift0.1")?,
+    ))
 }
 
 fn run(t: &Topology, l: &LoadMatrix, options: &PlanOptions) -> (PlanOutcome, f64) {

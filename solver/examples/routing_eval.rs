@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use ballast_solver::routing::{Router, Routing, SearchLimits};
 use ballast_solver::{LoadMatrix, Plan, Topology};
 
-use support::{draw_batch, eplb_like_plan, read_load, read_topology, with_backups, Rng};
+use support::{draw_batch, eplb_plan, read_load, read_topology, with_backups, Rng};
 
 /// Batches drawn per layer and batch size.
 const BATCHES_PER_LAYER: usize = 4;
@@ -165,7 +165,7 @@ fn dynamic_redundancy(shape: &str, fixed: &Topology, load_name: &str, budget: us
     .expect("hosted topology");
     let load = read_load(load_name, &hosted);
     let fixed_load = read_load(load_name, fixed);
-    let fixed_plan = eplb_like_plan(fixed, &fixed_load, true);
+    let fixed_plan = eplb_plan(fixed, &fixed_load, true);
     let hosted_plan = with_backups(&hosted, fixed, &fixed_plan, &load);
     let limits = SearchLimits {
         max_nodes: 2_000,
@@ -280,7 +280,7 @@ fn main() {
         ] {
             let topology = read_topology(topo_name);
             let load = read_load(load_name, &topology);
-            let plan = eplb_like_plan(&topology, &load, hierarchical);
+            let plan = eplb_plan(&topology, &load, hierarchical);
             let policy = if hierarchical { "node-local" } else { "global" };
             evaluate(
                 &format!("{topo_name} {policy} {load_name}"),
@@ -294,7 +294,7 @@ fn main() {
     for load_name in ["E64_lognorm0.8", "E64_zipf0.8"] {
         let topology = read_topology("small");
         let load = read_load(load_name, &topology);
-        let plan = eplb_like_plan(&topology, &load, true);
+        let plan = eplb_plan(&topology, &load, true);
         evaluate(
             &format!("small node-local {load_name}"),
             &topology,

@@ -21,20 +21,9 @@ const MAX_GAP: f64 = 1e-3;
 
 /// `config,dist` → column → value.
 fn reference() -> HashMap<(String, String), HashMap<String, f64>> {
-    let text = support::read_data("eplb_reference.csv");
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-    lines
-        .map(|line| {
-            let fields: Vec<&str> = line.split(',').collect();
-            let values = header
-                .iter()
-                .zip(&fields)
-                .skip(2)
-                .filter_map(|(h, v)| Some((h.to_string(), v.parse().ok()?)))
-                .collect();
-            ((fields[0].to_string(), fields[1].to_string()), values)
-        })
+    support::eplb_reference()
+        .into_iter()
+        .map(|row| ((row.config, row.dist), row.values))
         .collect()
 }
 

@@ -24,44 +24,11 @@
 #[path = "../examples/support/mod.rs"]
 mod support;
 
-use std::collections::HashMap;
-
 use ballast_solver::eplb::{self, EplbPolicy};
 use ballast_solver::{score, LoadMatrix, Plan, Topology};
 
 /// The CSV's figures have 5 decimals.
 const TOLERANCE: f64 = 1e-5;
-
-/// One CSV row: `config,dist` and its numeric columns.
-struct Row {
-    config: String,
-    dist: String,
-    values: HashMap<String, f64>,
-}
-
-fn reference() -> Vec<Row> {
-    let text = support::read_data("eplb_reference.csv");
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-    lines
-        .filter(|line| !line.trim().is_empty())
-        .map(|line| {
-            let fields: Vec<&str> = line.split(',').collect();
-            assert_eq!(fields.len(), header.len(), "{line}");
-            let values = header
-                .iter()
-                .zip(&fields)
-                .skip(2)
-                .filter_map(|(h, v)| Some((h.to_string(), v.parse().ok()?)))
-                .collect();
-            Row {
-                config: fields[0].to_string(),
-                dist: fields[1].to_string(),
-                values,
-            }
-        })
-        .collect()
-}
 
 /// `config` → (topology file, expert-count prefix of the load files, policy).
 fn config(name: &str) -> (&'static str, &'static str, EplbPolicy) {
@@ -195,7 +162,7 @@ fn min_cost_matching(cost: &[Vec<i64>]) -> i64 {
 
 /// One CSV row's inputs and EPLB's plans: for the load and for its drift.
 struct Case {
-    row: Row,
+    row: support::ReferenceRow,
     topology: Topology,
     load: LoadMatrix,
     drifted: LoadMatrix,
@@ -204,7 +171,7 @@ struct Case {
 }
 
 fn cases() -> Vec<Case> {
-    let rows = reference();
+    let rows = support::eplb_reference();
     assert_eq!(rows.len(), 10, "one row per config and distribution");
     rows.into_iter()
         .map(|row| {
@@ -228,7 +195,7 @@ fn cases() -> Vec<Case> {
 }
 
 /// Checks our figures against the row's; returns the largest error.
-fn compare(row: &Row, ours: &[(&str, f64)]) -> f64 {
+fn compare(row: &support::ReferenceRow, ours: &[(&str, f64)]) -> f64 {
     let mut worst: f64 = 0.0;
     for &(column, value) in ours {
         let theirs = row.values[column];

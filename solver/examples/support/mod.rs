@@ -1,12 +1,15 @@
 //! Shared by the solver's examples, benches and data-driven tests: the
-//! repo's sample data, a seeded RNG, batches drawn from a layer's load, and
-//! an EPLB-style plan to route over (independent of the crate's planner, so
-//! the routing figures do not move when the planner changes).
+//! repo's sample data and what DeepSeek's EPLB reached on it, a seeded RNG,
+//! batches drawn from a layer's load, and EPLB's plan to route over (the
+//! crate's planner does not use it, so the routing figures do not move when
+//! the planner changes).
 
 #![allow(dead_code)] // each includer uses part of it
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
+use ballast_solver::eplb::{self, EplbPolicy};
 use ballast_solver::{LoadMatrix, Plan, Topology};
 
 /// The repo's `data/` directory.
@@ -75,83 +78,52 @@ pub fn draw_batch(layer_load: &[f64], tokens: usize, rng: &mut Rng) -> Vec<u64> 
     counts
 }
 
-/// DeepSeek EPLB's recipe, simplified: node-local when the groups divide
-/// among the nodes (whole groups to nodes, heaviest first, to the lightest
-/// node with room), then per node (or over the whole cluster) replicas one
-/// at a time to the expert with the largest load per replica, then replicas
-/// heaviest first onto the lightest GPU with a free slot.
-pub fn eplb_like_plan(topology: &Topology, load: &LoadMatrix, hierarchical: bool) -> Plan {
-    let rows = load
-        .layers()
-        .map(|layer| eplb_like_layer(topology, layer, hierarchical))
-        .collect();
-    Plan::new(rows, None, topology).expect("the EPLB-like plan is valid")
+/// One row of `eplb_reference.csv`: what EPLB reached on one topology
+/// (`config`) and load distribution (`dist`), every numeric column by name.
+pub struct ReferenceRow {
+    pub config: String,
+    pub dist: String,
+    pub values: HashMap<String, f64>,
 }
 
-fn eplb_like_layer(topology: &Topology, layer: &[f64], hierarchical: bool) -> Vec<u32> {
-    let experts = topology.num_logical_experts();
-    let (parts, gpus_per_part) = if hierarchical {
-        (topology.num_nodes(), topology.gpus_per_node())
+/// Every row of `eplb_reference.csv`; a row whose width differs from the
+/// header's is a broken file.
+pub fn eplb_reference() -> Vec<ReferenceRow> {
+    let text = read_data("eplb_reference.csv");
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().expect("a header row").split(',').collect();
+    lines
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            let fields: Vec<&str> = line.split(',').collect();
+            assert_eq!(fields.len(), header.len(), "{line}");
+            let values = header
+                .iter()
+                .zip(&fields)
+                .skip(2)
+                .filter_map(|(h, v)| Some((h.to_string(), v.parse().ok()?)))
+                .collect();
+            ReferenceRow {
+                config: fields[0].to_string(),
+                dist: fields[1].to_string(),
+                values,
+            }
+        })
+        .collect()
+}
+
+/// DeepSeek EPLB's plan ([`ballast_solver::eplb`]): its own rule when
+/// `hierarchical` (node-local when the groups divide among the nodes),
+/// global balancing otherwise.
+pub fn eplb_plan(topology: &Topology, load: &LoadMatrix, hierarchical: bool) -> Plan {
+    let policy = if hierarchical {
+        EplbPolicy::Auto
     } else {
-        (1, topology.num_gpus())
+        EplbPolicy::Global
     };
-    // Experts of each part (node, or the whole cluster).
-    let mut part_experts: Vec<Vec<usize>> = vec![Vec::new(); parts];
-    if hierarchical {
-        let per_group = topology.experts_per_group();
-        let groups_per_node = topology.num_groups() / parts;
-        let mut groups: Vec<(f64, usize)> = (0..topology.num_groups())
-            .map(|g| (layer[g * per_group..(g + 1) * per_group].iter().sum(), g))
-            .collect();
-        groups.sort_by(|a, b| b.0.total_cmp(&a.0));
-        let mut node_load = vec![0.0f64; parts];
-        let mut node_groups = vec![0; parts];
-        for (l, g) in groups {
-            let node = (0..parts)
-                .filter(|&n| node_groups[n] < groups_per_node)
-                .min_by(|&a, &b| node_load[a].total_cmp(&node_load[b]))
-                .expect("room for every group");
-            node_load[node] += l;
-            node_groups[node] += 1;
-            part_experts[node].extend(g * per_group..(g + 1) * per_group);
-        }
-    } else {
-        part_experts[0] = (0..experts).collect();
-    }
-    let s = topology.slots_per_gpu();
-    let mut row = vec![0u32; topology.num_slots()];
-    for (part, members) in part_experts.iter().enumerate() {
-        let slots = gpus_per_part * s;
-        let mut count = vec![1usize; members.len()];
-        for _ in members.len()..slots {
-            let i = (0..members.len())
-                .max_by(|&a, &b| {
-                    (layer[members[a]] / count[a] as f64)
-                        .total_cmp(&(layer[members[b]] / count[b] as f64))
-                })
-                .expect("a part has experts");
-            count[i] += 1;
-        }
-        let mut replicas: Vec<(f64, usize)> = members
-            .iter()
-            .zip(&count)
-            .flat_map(|(&e, &c)| std::iter::repeat_n((layer[e] / c as f64, e), c))
-            .collect();
-        replicas.sort_by(|a, b| b.0.total_cmp(&a.0));
-        let mut gpu_load = vec![0.0f64; gpus_per_part];
-        let mut gpu_used = vec![0usize; gpus_per_part];
-        for (l, e) in replicas {
-            let g = (0..gpus_per_part)
-                .filter(|&g| gpu_used[g] < s)
-                .min_by(|&a, &b| gpu_load[a].total_cmp(&gpu_load[b]))
-                .expect("a free slot");
-            let gpu = part * gpus_per_part + g;
-            row[gpu * s + gpu_used[g]] = e as u32;
-            gpu_used[g] += 1;
-            gpu_load[g] += l;
-        }
-    }
-    row
+    eplb::rebalance(topology, load, policy)
+        .expect("sample loads fit their topology")
+        .plan
 }
 
 /// A plan for dynamic redundancy on `hosted` (more slots per GPU than
