@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Installs the system packages the first build needs, if any is missing.
-# good_lp's HiGHS backend (highs-sys) compiles HiGHS from source: that takes
-# cmake and a C++ compiler, and bindgen needs libclang. Debian/Ubuntu only.
+# Installs the system packages the first build and the tests need, if any is
+# missing. good_lp's HiGHS backend (highs-sys) compiles HiGHS from source:
+# that takes cmake and a C++ compiler, and bindgen needs libclang. The replay
+# report's test opens report.html in headless Chromium (with a font, so that
+# its labels have a size). Debian/Ubuntu only.
 set -euo pipefail
 
-packages=(cmake libclang-dev g++)
+packages=(cmake libclang-dev g++ chromium fonts-dejavu-core)
 missing=()
 for package in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
