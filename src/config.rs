@@ -72,7 +72,9 @@ pub struct ServeArgs {
     /// How long after its end a window still waits for late telemetry before planning uses it.
     #[arg(long, env = "BALLAST_WINDOW_GRACE", default_value = "2s", value_parser = duration)]
     pub window_grace: Duration,
-    /// How long aggregated load windows are kept.
+    /// How long aggregated load windows are kept; this is the history
+    /// `ballast replay` can read (24h of 10s windows: 8,640 windows, about
+    /// 0.5 GB for a 58 x 256 model).
     #[arg(long, env = "BALLAST_RETENTION", default_value = "24h", value_parser = duration)]
     pub retention: Duration,
     /// How long (worker, seq) receipts are kept to recognise re-sent windows.
@@ -164,9 +166,9 @@ pub struct ServeConfig {
 }
 
 impl ServeConfig {
-    /// The grid of cluster load windows (`--window`).
+    /// The grid of cluster load windows (`--window`, `--window-grace`).
     pub fn windows(&self) -> WindowGrid {
-        WindowGrid::new(self.window)
+        WindowGrid::new(self.window, self.window_grace)
     }
 }
 

@@ -21,7 +21,7 @@ use crate::store::decisions::DecisionRow;
 use crate::store::plans::{NewPlan, PublishOutcome};
 use crate::store::telemetry::LoadWindow;
 use crate::store::StoreError;
-use crate::time::{millis, now_ms, rfc3339};
+use crate::time::{now_ms, rfc3339};
 
 /// Why the cycle runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,9 +140,7 @@ async fn gather(
     let cluster = &info.name;
     let topology = &info.topology;
     let config = &state.config;
-    let closed_before = config
-        .windows()
-        .bucket_of(now_ms() - millis(config.window_grace));
+    let closed_before = config.windows().closed_before(now_ms());
     let stored = state
         .store
         .load_windows(

@@ -20,7 +20,8 @@ use crate::metrics::Metrics;
 use crate::plan_cache::PlanCache;
 use crate::planner_loop;
 use crate::state::{AppState, Heartbeat};
-use crate::store::Store;
+use crate::store::{redacted, Store};
+use crate::time::now_ms;
 
 /// A started (bound, migrated) service that has not begun serving yet.
 pub struct Application {
@@ -44,10 +45,22 @@ impl Application {
             .with_context(|| {
                 format!(
                     "connecting to the database ({})",
-                    redact(&config.database_url)
+                    redacted(&config.database_url)
                 )
             })?;
         store.migrate().await.context("applying migrations")?;
+        let grid = config.windows();
+        let recorded = store
+            .record_window_grid(grid, now_ms())
+            .await
+            .context("recording the load-window grid")?;
+        if let Some(before) = recorded.filter(|before| before.len_ms() != grid.len_ms()) {
+            warn!(
+                before_ms = before.len_ms(),
+                now_ms = grid.len_ms(),
+                "--window changed: load windows already stored were cut on the old grid, and their times are now read on the new one"
+            );
+        }
         let store = Arc::new(store);
         let plan_cache = Arc::new(PlanCache::new(store.clone()));
         plan_cache
@@ -158,28 +171,5 @@ async fn checkpoint_loop(state: AppState) {
         if let Err(err) = state.store.checkpoint().await {
             warn!(error = %err, "WAL checkpoint failed");
         }
-    }
-}
-
-/// The URL without its password, for messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
-        }
-        _ => url.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact;
-
-    #[test]
-    fn hides_passwords() {
-        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
-        assert_eq!(redact("sqlite:ballast.db"), "sqlite:ballast.db");
     }
 }

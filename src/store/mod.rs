@@ -50,6 +50,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "load_window_layers",
         include_str!("../../migrations/0003_load_window_layers.sql"),
     ),
+    (
+        4,
+        "window_grid",
+        include_str!("../../migrations/0004_window_grid.sql"),
+    ),
 ];
 
 /// Which database the URL selected.
@@ -75,6 +80,13 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Whether a connection may write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    ReadWrite,
+    ReadOnly,
+}
 
 /// The connection pool plus what the backend needs to write safely.
 pub struct Store {
@@ -107,6 +119,17 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite:ballast.db";
 impl Store {
     /// Connects to `url` (`sqlite:PATH`, created if missing, or `postgres://`).
     pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Store> {
+        Self::open(url, max_connections, Access::ReadWrite).await
+    }
+
+    /// Connects to an existing database to read it beside the service that
+    /// writes it (a replay reading history): an SQLite file is opened
+    /// read-only and never created, a PostgreSQL session refuses writes.
+    pub async fn connect_read_only(url: &str, max_connections: u32) -> StoreResult<Store> {
+        Self::open(url, max_connections, Access::ReadOnly).await
+    }
+
+    async fn open(url: &str, max_connections: u32, access: Access) -> StoreResult<Store> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -116,10 +139,15 @@ impl Store {
             return Err(StoreError::Url(url.to_owned()));
         };
         let url = match backend {
-            // Create the file on first start; keep any mode the operator gave.
+            // Create the file on first start (read-only: never); keep any
+            // mode the operator gave.
             Backend::Sqlite if !url.contains("mode=") => {
                 let sep = if url.contains('?') { '&' } else { '?' };
-                format!("{url}{sep}mode=rwc")
+                let mode = match access {
+                    Access::ReadWrite => "rwc",
+                    Access::ReadOnly => "ro",
+                };
+                format!("{url}{sep}mode={mode}")
             }
             _ => url.to_owned(),
         };
@@ -129,21 +157,28 @@ impl Store {
             .acquire_timeout(Duration::from_secs(10))
             .after_connect(move |conn, _| {
                 Box::pin(async move {
-                    if backend == Backend::Sqlite {
+                    let pragmas: &[&'static str] = match (backend, access) {
                         // WAL: readers never block the writer. synchronous=NORMAL
                         // in WAL mode loses nothing when the process dies (kill -9);
                         // only an OS crash can drop the last commits. Automatic
                         // checkpoints would run inside a writer's commit, under the
                         // writer gate, stalling every queued ingest for tens of
                         // milliseconds; `checkpoint` runs them beside the writers.
-                        for pragma in [
+                        (Backend::Sqlite, Access::ReadWrite) => &[
                             "PRAGMA journal_mode = WAL",
                             "PRAGMA synchronous = NORMAL",
                             "PRAGMA busy_timeout = 10000",
                             "PRAGMA wal_autocheckpoint = 0",
-                        ] {
-                            sqlx::query(pragma).execute(&mut *conn).await?;
+                        ],
+                        // The journal mode is the writer's to choose.
+                        (Backend::Sqlite, Access::ReadOnly) => &["PRAGMA busy_timeout = 10000"],
+                        (Backend::Postgres, Access::ReadWrite) => &[],
+                        (Backend::Postgres, Access::ReadOnly) => {
+                            &["SET default_transaction_read_only = on"]
                         }
+                    };
+                    for pragma in pragmas {
+                        sqlx::query(*pragma).execute(&mut *conn).await?;
                     }
                     Ok(())
                 })
@@ -282,6 +317,18 @@ impl Store {
     }
 }
 
+/// The URL without its password, for messages.
+pub fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// A stable 64-bit key for a cluster's advisory lock (FNV-1a of a prefixed
 /// name, so other applications' keys on the same database are unlikely to
 /// collide).
@@ -340,6 +387,15 @@ impl<'q> sqlx::Encode<'q, sqlx::Any> for NullableF64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hides_passwords() {
+        assert_eq!(
+            redacted("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(redacted("sqlite:ballast.db"), "sqlite:ballast.db");
+    }
 
     #[test]
     fn lock_keys_are_stable_and_distinct() {

@@ -8,13 +8,19 @@
 //! receipts and the sums commit together, so each accepted window is counted
 //! exactly once even when the process dies mid-batch, and nothing needs a
 //! second pass over raw windows later.
+//!
+//! Windows are read back newest first for the planner ([`Store::load_windows`])
+//! and in pages, oldest first, for a history reader ([`Store::load_windows_in`]);
+//! bucket numbers mean times only on the [`WindowGrid`] the service records.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::{Range, RangeInclusive};
 
 use sqlx::Row;
 
 use super::{to_usize, Store, StoreError, StoreResult, WriteTx};
 use crate::domain::{load_codec, ClusterName, WorkerName};
+use crate::time::WindowGrid;
 
 /// The outcome of storing one window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,22 +131,71 @@ impl Store {
         .bind(limit as i64)
         .fetch_all(self.pool())
         .await?;
-        let Some(&oldest) = buckets.last() else {
-            return Ok(Vec::new());
-        };
+        match (buckets.last(), buckets.first()) {
+            (Some(&oldest), Some(&newest)) => {
+                self.load_window_rows(cluster, lineage, oldest..=newest, layers, len)
+                    .await
+            }
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// The oldest `limit` load windows of a lineage with a bucket in
+    /// `buckets`, oldest first: one page of a cluster's history, read in
+    /// bucket order so that a reader can page through any length of it.
+    pub async fn load_windows_in(
+        &self,
+        cluster: &ClusterName,
+        lineage: i64,
+        buckets: Range<i64>,
+        limit: usize,
+        layers: usize,
+        len: usize,
+    ) -> StoreResult<Vec<LoadWindow>> {
+        let page: Vec<i64> = sqlx::query_scalar(
+            "SELECT DISTINCT bucket FROM load_window_layers
+             WHERE cluster = $1 AND lineage = $2 AND bucket >= $3 AND bucket < $4
+             ORDER BY bucket LIMIT $5",
+        )
+        .bind(cluster.as_str())
+        .bind(lineage)
+        .bind(buckets.start)
+        .bind(buckets.end)
+        .bind(limit as i64)
+        .fetch_all(self.pool())
+        .await?;
+        match (page.first(), page.last()) {
+            (Some(&oldest), Some(&newest)) => {
+                self.load_window_rows(cluster, lineage, oldest..=newest, layers, len)
+                    .await
+            }
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// Every load window of a lineage with a bucket in `buckets`, oldest
+    /// first, assembled from its layer rows.
+    async fn load_window_rows(
+        &self,
+        cluster: &ClusterName,
+        lineage: i64,
+        buckets: RangeInclusive<i64>,
+        layers: usize,
+        len: usize,
+    ) -> StoreResult<Vec<LoadWindow>> {
         let rows = sqlx::query(
             "SELECT bucket, layer, windows, load FROM load_window_layers
-             WHERE cluster = $1 AND lineage = $2 AND bucket >= $3 AND bucket < $4
+             WHERE cluster = $1 AND lineage = $2 AND bucket >= $3 AND bucket <= $4
              ORDER BY bucket, layer",
         )
         .bind(cluster.as_str())
         .bind(lineage)
-        .bind(oldest)
-        .bind(before)
+        .bind(*buckets.start())
+        .bind(*buckets.end())
         .fetch_all(self.pool())
         .await?;
         let width = len / layers.max(1);
-        let mut out: Vec<LoadWindow> = Vec::with_capacity(buckets.len());
+        let mut out: Vec<LoadWindow> = Vec::new();
         for row in &rows {
             let bucket: i64 = row.try_get("bucket")?;
             if out.last().is_none_or(|w| w.bucket != bucket) {
@@ -163,6 +218,36 @@ impl Store {
             load_codec::add_into(&blob, values)?;
         }
         Ok(out)
+    }
+
+    /// Records the grid this service cuts load windows on (at start), and
+    /// returns the one recorded before, if any.
+    pub async fn record_window_grid(
+        &self,
+        grid: WindowGrid,
+        now_ms: i64,
+    ) -> StoreResult<Option<WindowGrid>> {
+        let mut tx = self.write().await?;
+        let before = window_grid(&mut tx.tx).await?;
+        sqlx::query(
+            "INSERT INTO window_grid (id, window_ms, grace_ms, recorded_at_ms) VALUES (1, $1, $2, $3)
+             ON CONFLICT (id) DO UPDATE SET window_ms = excluded.window_ms,
+                 grace_ms = excluded.grace_ms, recorded_at_ms = excluded.recorded_at_ms",
+        )
+        .bind(grid.len_ms())
+        .bind(grid.grace_ms())
+        .bind(now_ms)
+        .execute(&mut *tx.tx)
+        .await?;
+        tx.commit().await?;
+        Ok(before)
+    }
+
+    /// The grid the stored load windows were cut on, as the last service
+    /// to start recorded it.
+    pub async fn window_grid(&self) -> StoreResult<Option<WindowGrid>> {
+        let mut conn = self.pool().acquire().await?;
+        window_grid(&mut conn).await
     }
 
     /// Drops load windows older than `windows_before_bucket` and receipts
@@ -191,6 +276,19 @@ impl Store {
         tx.commit().await?;
         Ok(a + b)
     }
+}
+
+async fn window_grid(conn: &mut sqlx::AnyConnection) -> StoreResult<Option<WindowGrid>> {
+    let row = sqlx::query("SELECT window_ms, grace_ms FROM window_grid WHERE id = 1")
+        .fetch_optional(conn)
+        .await?;
+    row.map(|row| {
+        Ok(WindowGrid::from_millis(
+            row.try_get("window_ms")?,
+            row.try_get("grace_ms")?,
+        ))
+    })
+    .transpose()
 }
 
 /// Checks one window inside `tx` and, when it is new, advances the worker's
