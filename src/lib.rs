@@ -12,13 +12,16 @@
 //! validation) → [`store`] (SQLite or PostgreSQL through one code path) →
 //! [`plan_cache`] (in-memory latest plans and their watchers). The planner
 //! lives in [`planner_loop`]; [`service`] wires everything together from
-//! [`config`]; [`time`] owns clocks and the load-window grid.
+//! [`config`]; [`time`] owns clocks and the load-window grid. [`history`]
+//! reads a cluster's stored windows back (from the database or from a
+//! service) for a replay.
 
 pub mod api;
 pub mod args;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod history;
 pub mod ingest_queue;
 pub mod metrics;
 pub mod plan_cache;

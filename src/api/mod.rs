@@ -16,6 +16,7 @@ pub mod plans;
 pub mod rebalance;
 pub mod stream;
 pub mod telemetry;
+pub mod trace;
 pub mod workers;
 
 use std::collections::BTreeMap;
@@ -85,6 +86,12 @@ pub fn routes() -> Vec<Route> {
             "/v1/clusters/{cluster}/telemetry/windows",
             Worker,
             get(telemetry::windows),
+        ),
+        r(
+            "GET",
+            "/v1/clusters/{cluster}/telemetry/trace",
+            Worker,
+            get(trace::trace),
         ),
         r(
             "POST",

@@ -4,6 +4,8 @@
 //! schema each route documents for them: a field sent but not documented, a
 //! field documented but sent by no sample, a missing required field or a
 //! wrong JSON type fails, as does a documented JSON body without samples.
+//! A JSON Lines body (`application/x-ndjson`) is checked line by line: each
+//! sample is one line.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
@@ -486,6 +488,23 @@ fn build_samples() -> Samples {
             })],
         ),
         (
+            ("get", "/v1/clusters/{cluster}/telemetry/trace", "200"),
+            vec![
+                wire(&TraceWindow {
+                    window: 170_000_000,
+                    start: Some(time()),
+                    end: Some(time()),
+                    load: vec![vec![1.0, 2.0], vec![0.0, 4.5]],
+                }),
+                wire(&TraceWindow {
+                    window: 3,
+                    start: None,
+                    end: None,
+                    load: vec![vec![1.0]],
+                }),
+            ],
+        ),
+        (
             ("post", "/v1/clusters/{cluster}/rebalance", "201"),
             vec![wire(&rebalance(None, &full_figures))],
         ),
@@ -590,6 +609,17 @@ fn build_samples() -> Samples {
     Samples { bodies, errors }
 }
 
+/// Media types whose bodies are JSON: a whole body, or one line of one.
+const JSON_MEDIA: [&str; 2] = ["application/json", "application/x-ndjson"];
+
+/// The schema of a JSON (or JSON Lines) body in `content`, if it has one.
+fn json_schema(content: &Value) -> Option<&Value> {
+    JSON_MEDIA
+        .iter()
+        .find_map(|media| content.get(*media))?
+        .get("schema")
+}
+
 /// The JSON schema of a body slot, if the document has one.
 fn schema_at(doc: &Value, (method, path, status): Slot) -> Option<&Value> {
     let operation = doc.get("paths")?.get(path)?.get(method)?;
@@ -598,7 +628,7 @@ fn schema_at(doc: &Value, (method, path, status): Slot) -> Option<&Value> {
     } else {
         operation.get("responses")?.get(status)?.get("content")?
     };
-    content.get("application/json")?.get("schema")
+    json_schema(content)
 }
 
 /// Every disagreement between `doc` and the protocol types.
@@ -635,7 +665,7 @@ fn disagreements(doc: &Value) -> Vec<String> {
                 } else {
                     &operation["responses"][&status]["content"]
                 };
-                let Some(schema) = content.get("application/json").map(|c| &c["schema"]) else {
+                let Some(schema) = json_schema(content) else {
                     continue;
                 };
                 let has_samples = sampled

@@ -82,6 +82,8 @@ pub async fn fresh_database(db: Db, dir: &std::path::Path) -> String {
 
 pub struct TestApp {
     pub address: String,
+    /// The database it serves from (for readers beside it).
+    pub database_url: String,
     pub client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
@@ -150,6 +152,7 @@ pub async fn spawn_app_on(database_url: &str, dir: tempfile::TempDir, extra: &[&
     }));
     TestApp {
         address,
+        database_url: database_url.to_owned(),
         client: reqwest::Client::new(),
         stop: Some(stop),
         task: Some(task),

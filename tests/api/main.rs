@@ -11,4 +11,5 @@ mod health;
 mod plans;
 mod replicas;
 mod telemetry;
+mod trace;
 mod workers;

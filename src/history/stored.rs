@@ -1,0 +1,99 @@
+//! A cluster's stored history read page by page, in bucket order: what the
+//! trace route streams and [`super::from_database`] iterates, so that both
+//! select and shape the windows the same way.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use ballast_protocol::TraceWindow;
+use ballast_solver::Topology;
+
+use crate::domain::ClusterName;
+use crate::store::telemetry::LoadWindow;
+use crate::store::{Store, StoreError, StoreResult};
+use crate::time::{rfc3339, Span, WindowGrid};
+
+/// Windows per page: a DeepSeek-sized window (58 × 256 values) is about
+/// 120 KB, so a page stays under 8 MB however long the history is.
+pub const PAGE_WINDOWS: usize = 64;
+
+/// The closed windows of one cluster lineage that start in a span, still
+/// to be read.
+pub struct StoredTrace {
+    store: Arc<Store>,
+    cluster: ClusterName,
+    lineage: i64,
+    layers: usize,
+    experts: usize,
+    grid: WindowGrid,
+    /// The buckets not read yet.
+    rest: Range<i64>,
+}
+
+impl StoredTrace {
+    /// The windows of `cluster`'s lineage `lineage` (cut on `grid`, shaped
+    /// as `topology`) that start in `span` and are closed at `now_ms`. The
+    /// window still open, and any after it, are left out: their sums may
+    /// still grow.
+    pub fn new(
+        store: Arc<Store>,
+        cluster: ClusterName,
+        lineage: i64,
+        topology: &Topology,
+        grid: WindowGrid,
+        span: &Span,
+        now_ms: i64,
+    ) -> StoredTrace {
+        let wanted = grid.starting_in(span);
+        let end = wanted.end.min(grid.closed_before(now_ms)).max(wanted.start);
+        StoredTrace {
+            store,
+            cluster,
+            lineage,
+            layers: topology.num_layers(),
+            experts: topology.num_logical_experts(),
+            grid,
+            rest: wanted.start..end,
+        }
+    }
+
+    /// The next page of at most [`PAGE_WINDOWS`] windows, oldest first;
+    /// empty once every window of the span was read.
+    pub async fn next_page(&mut self) -> StoreResult<Vec<TraceWindow>> {
+        if self.rest.is_empty() {
+            return Ok(Vec::new());
+        }
+        let page = self
+            .store
+            .load_windows_in(
+                &self.cluster,
+                self.lineage,
+                self.rest.clone(),
+                PAGE_WINDOWS,
+                self.layers,
+                self.layers * self.experts,
+            )
+            .await?;
+        self.rest.start = page.last().map_or(self.rest.end, |w| w.bucket + 1);
+        page.iter().map(|w| self.trace_window(w)).collect()
+    }
+
+    /// A stored window as a trace line: its bucket number is its index (so
+    /// indices ascend, with gaps where no telemetry arrived).
+    fn trace_window(&self, window: &LoadWindow) -> StoreResult<TraceWindow> {
+        let index = u64::try_from(window.bucket).map_err(|_| StoreError::Corrupt {
+            what: "load window",
+            detail: format!("bucket {} is before 1970", window.bucket),
+        })?;
+        Ok(TraceWindow {
+            window: index,
+            start: Some(rfc3339(self.grid.start_ms(window.bucket))),
+            end: Some(rfc3339(self.grid.end_ms(window.bucket))),
+            load: window
+                .load
+                .chunks_exact(self.experts.max(1))
+                .map(<[f64]>::to_vec)
+                .collect(),
+        })
+    }
+}
