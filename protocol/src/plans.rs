@@ -142,9 +142,15 @@ pub struct RebalanceResult {
     pub cluster: String,
     pub dry_run: bool,
     pub published: bool,
-    /// The version published, if one was.
+    /// The version published; with `unchanged`, the version in force.
     pub version: Option<i64>,
-    /// The planner's verdict (`forced`, `below_threshold`, ...).
+    /// The candidate equals the plan in force (`phy2log` and
+    /// `replica_share`), so nothing was published (in a dry run: nothing
+    /// would be). Absent from older services' answers.
+    #[serde(default)]
+    pub unchanged: bool,
+    /// The planner's verdict (`forced`, `below_threshold`, ...), or
+    /// `unchanged`.
     pub reason: String,
     pub detail: String,
     pub figures: PlanFigures,

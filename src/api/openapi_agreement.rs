@@ -338,6 +338,7 @@ fn build_samples() -> Samples {
         dry_run: doc.is_some(),
         published: doc.is_none(),
         version: doc.is_none().then_some(2),
+        unchanged: false,
         reason: "forced".into(),
         detail: "rebalance requested by an operator".into(),
         figures: figures.clone(),
@@ -510,7 +511,16 @@ fn build_samples() -> Samples {
         ),
         (
             ("post", "/v1/clusters/{cluster}/rebalance", "200"),
-            vec![wire(&rebalance(Some(dry_run), &bare_figures))],
+            vec![
+                wire(&rebalance(Some(dry_run), &bare_figures)),
+                wire(&RebalanceResult {
+                    published: false,
+                    unchanged: true,
+                    reason: "unchanged".into(),
+                    detail: "the candidate equals plan version 2 in force".into(),
+                    ..rebalance(None, &full_figures)
+                }),
+            ],
         ),
         (
             ("get", "/v1/clusters/{cluster}/decisions", "200"),

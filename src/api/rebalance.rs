@@ -1,4 +1,6 @@
-//! `POST /v1/clusters/{cluster}/rebalance[?dry_run=true]`: plan now.
+//! `POST /v1/clusters/{cluster}/rebalance[?dry_run=true]`: plan now. A
+//! candidate equal to the plan in force publishes nothing: the answer names
+//! the version in force with `unchanged: true`.
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -31,10 +33,14 @@ pub async fn post(
         },
     )
     .await?;
-    let (status, published, version, candidate) = match report.outcome {
-        Outcome::Published(plan) => (StatusCode::CREATED, true, Some(plan.version), None),
-        Outcome::DryRun(doc) => (StatusCode::OK, false, None, Some(*doc)),
-        Outcome::Skipped => (StatusCode::OK, false, None, None),
+    let (status, published, version, candidate, unchanged) = match report.outcome {
+        Outcome::Published(plan) => (StatusCode::CREATED, true, Some(plan.version), None, false),
+        Outcome::Unchanged(plan) => (StatusCode::OK, false, Some(plan.version), None, true),
+        Outcome::DryRun {
+            candidate,
+            unchanged,
+        } => (StatusCode::OK, false, None, Some(*candidate), unchanged),
+        Outcome::Skipped => (StatusCode::OK, false, None, None, false),
     };
     Ok((
         status,
@@ -43,6 +49,7 @@ pub async fn post(
             dry_run: query.dry_run,
             published,
             version,
+            unchanged,
             reason: report.reason.to_owned(),
             detail: report.detail,
             figures: report.figures,

@@ -3,6 +3,10 @@
 //! streak), run the pure policy ([`ballast_policy::evaluate`]) off the async
 //! runtime, then record the decision and publish. The scheduled loop and
 //! `POST .../rebalance` both come through here.
+//!
+//! A candidate equal to the plan in force is never published again, forced
+//! or not: a new version would make every GPU acknowledge a plan that moves
+//! nothing.
 
 use std::sync::Arc;
 
@@ -36,9 +40,22 @@ pub enum Trigger {
 #[derive(Debug)]
 pub enum Outcome {
     Published(Arc<PublishedPlan>),
+    /// The policy would publish, but the candidate equals this plan, in force.
+    Unchanged(Arc<PublishedPlan>),
     Skipped,
-    DryRun(Box<PlanDocument>),
+    /// A dry run's candidate; `unchanged`: it equals the plan in force.
+    DryRun {
+        candidate: Box<PlanDocument>,
+        unchanged: bool,
+    },
 }
+
+/// The reason recorded when a candidate equals the plan in force.
+pub const UNCHANGED: &str = "unchanged";
+
+/// Two `replica_share` entries this close are the same share: a re-solve of
+/// the same load may differ in the last bits, which no engine can route by.
+const SAME_SHARE: f64 = 1e-9;
 
 #[derive(Debug)]
 pub struct Report {
@@ -212,6 +229,7 @@ async fn cycle(
     let topology = info.topology.clone();
     let gathered = gather(state, entry, info, trigger).await?;
     let base_version = gathered.base_version;
+    let current = gathered.current.clone();
 
     let settings = state.config.planning;
     let decision = {
@@ -266,11 +284,41 @@ async fn cycle(
                 candidate,
                 &figures,
             );
-            return Ok(report(Outcome::DryRun(Box::new(doc))));
+            return Ok(report(Outcome::DryRun {
+                candidate: Box::new(doc),
+                unchanged: current.is_some_and(|c| same_plan(&c.plan, &candidate.plan)),
+            }));
         }
         // A rebalance that does not publish leaves no trace in the log.
         Trigger::Rebalance { .. } if !verdict.publish => return Ok(report(Outcome::Skipped)),
         _ => {}
+    }
+    if let Some(current) =
+        current.filter(|c| verdict.publish && same_plan(&c.plan, &candidate.plan))
+    {
+        let detail = format!(
+            "the candidate equals plan version {} in force: nothing new to publish",
+            current.version
+        );
+        // Like any other rebalance that publishes nothing, a forced one
+        // leaves no row in the decision log.
+        if let Trigger::Scheduled { cycle } = trigger {
+            let row = decision_row(
+                info,
+                cycle,
+                base_version,
+                UNCHANGED,
+                detail.clone(),
+                Some(&decision),
+            );
+            state.store.record_decision(&row).await?;
+        }
+        return Ok(Report {
+            outcome: Outcome::Unchanged(current),
+            reason: UNCHANGED,
+            detail,
+            figures,
+        });
     }
     let cycle = match trigger {
         Trigger::Scheduled { cycle } => cycle,
@@ -330,6 +378,21 @@ async fn cycle(
             Ok(report(Outcome::Published(published)))
         }
     }
+}
+
+/// Whether `candidate` would change nothing an engine loads or routes: the
+/// same expert in every slot and the same shares.
+fn same_plan(current: &Plan, candidate: &Plan) -> bool {
+    current.phy2log() == candidate.phy2log()
+        && match (current.replica_share(), candidate.replica_share()) {
+            (None, None) => true,
+            (Some(a), Some(b)) => a
+                .iter()
+                .flatten()
+                .zip(b.iter().flatten())
+                .all(|(x, y)| (x - y).abs() <= SAME_SHARE),
+            _ => false,
+        }
 }
 
 /// The decision log's row for one cycle; `decision` is `None` when the

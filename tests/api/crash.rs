@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -72,20 +73,26 @@ both!(kill_9_loses_nothing_acknowledged, |db| async move {
     let acked = Arc::new(Mutex::new(HashSet::new()));
     let attempted = Arc::new(Mutex::new(HashSet::new()));
     let versions = Arc::new(Mutex::new(Vec::new()));
+    // The load's hot expert moves after every publish, so each forced
+    // re-plan finds a new plan to publish (an equal one would not be).
+    // Experts 10 and 11 share a group, so their replicas compete for the
+    // same node's spare slots and no one plan serves both.
+    let hot = Arc::new(AtomicUsize::new(10));
     let mut tasks = Vec::new();
     for gpu in 0..8usize {
-        let (client, base, acked, attempted) = (
+        let (client, base, acked, attempted, hot) = (
             client.clone(),
             base.clone(),
             acked.clone(),
             attempted.clone(),
+            hot.clone(),
         );
         tasks.push(tokio::spawn(async move {
             for seq in 1..10_000i64 {
                 attempted.lock().unwrap().insert((gpu, seq));
                 match client
                     .post(format!("{base}/v1/clusters/c1/telemetry"))
-                    .json(&window(gpu, seq, 2.0))
+                    .json(&hot_window(gpu, seq, hot.load(Ordering::Relaxed)))
                     .send()
                     .await
                 {
@@ -112,6 +119,14 @@ both!(kill_9_loses_nothing_acknowledged, |db| async move {
                             .lock()
                             .unwrap()
                             .push(body["version"].as_i64().unwrap());
+                        let next = if hot.load(Ordering::Relaxed) == 10 {
+                            11
+                        } else {
+                            10
+                        };
+                        hot.store(next, Ordering::Relaxed);
+                        // Until the windows of the new load have closed.
+                        tokio::time::sleep(Duration::from_millis(500)).await;
                     }
                     Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
                     Err(_) => return,
@@ -120,7 +135,7 @@ both!(kill_9_loses_nothing_acknowledged, |db| async move {
         }));
     }
     // Let ingest and planning overlap, then pull the plug.
-    for _ in 0..300 {
+    for _ in 0..1000 {
         tokio::time::sleep(Duration::from_millis(20)).await;
         if versions.lock().unwrap().len() >= 3 && acked.lock().unwrap().len() >= 200 {
             break;
@@ -207,6 +222,16 @@ both!(kill_9_loses_nothing_acknowledged, |db| async move {
     let max = stored[0];
     assert!(max >= *versions.iter().max().unwrap());
     assert_eq!(stored, (1..=max).rev().collect::<Vec<_>>());
+    // A load no plan so far was fitted to, so the re-plan publishes.
+    for gpu in 0..8 {
+        let r = client
+            .post(format!("{base}/v1/clusters/c1/telemetry"))
+            .json(&hot_window(gpu, 20_000, 12))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let r = client
         .post(format!("{base}/v1/clusters/c1/rebalance"))

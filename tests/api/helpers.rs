@@ -91,10 +91,15 @@ pub struct TestApp {
 }
 
 /// Fast test settings: short windows and ticks; scheduled planning off
-/// unless a test turns it on with its own `--plan-interval`.
+/// unless a test turns it on with its own `--plan-interval`. The load
+/// estimate is the newest closed window alone (`--ewma-alpha 1`), so a test
+/// that changes the load (say with [`hot_window`]) gets a new plan at once:
+/// a candidate equal to the plan in force is never published.
 pub const FAST: &[&str] = &[
     "--window",
     "200ms",
+    "--ewma-alpha",
+    "1",
     "--window-grace",
     "50ms",
     "--tick",
@@ -218,6 +223,19 @@ impl TestApp {
         }
     }
 
+    /// Sends one [`hot_window`] for every worker of the small topology.
+    pub async fn send_hot_round(&self, cluster: &str, seq: i64, hot: usize) {
+        for gpu in 0..8 {
+            let r = self
+                .post_json(
+                    &format!("/v1/clusters/{cluster}/telemetry"),
+                    &hot_window(gpu, seq, hot),
+                )
+                .await;
+            assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        }
+    }
+
     /// Waits until the newest window has closed (`--window` + grace in
     /// FAST), so a planner cycle sees every window sent so far.
     pub async fn settle(&self) {
@@ -256,6 +274,25 @@ pub fn window(gpu: usize, seq: i64, skew: f64) -> Value {
         .map(|l| {
             (0..64)
                 .map(|e| (100.0 + skew * ((64 - e) as f64) * ((l % 3) as f64 + 1.0)).round())
+                .collect()
+        })
+        .collect();
+    json!({
+        "worker": format!("node{}-gpu{}", gpu / 4, gpu % 4),
+        "seq": seq,
+        "logical_load": load,
+    })
+}
+
+/// A 26 x 64 window for worker `gpu` of the small topology in which expert
+/// `hot` draws 40 times the load of every other: a plan fitted to any other
+/// load (a [`window`], another hot expert) is badly placed for it, so a
+/// re-plan on it publishes a new version.
+pub fn hot_window(gpu: usize, seq: i64, hot: usize) -> Value {
+    let load: Vec<Vec<f64>> = (0..26)
+        .map(|_| {
+            (0..64)
+                .map(|e| if e == hot { 4000.0 } else { 100.0 })
                 .collect()
         })
         .collect();

@@ -71,7 +71,7 @@ both!(latest_etag_long_poll_and_history, |db| async move {
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!waiter.is_finished());
-    app.send_round("c1", 2, 0.0).await;
+    app.send_hot_round("c1", 2, 40).await;
     app.settle().await;
     assert_eq!(app.rebalance("c1").await, 2);
     let published = Instant::now();
@@ -112,7 +112,7 @@ both!(diff_and_exports, |db| async move {
     app.send_round("c1", 1, 3.0).await;
     app.settle().await;
     app.rebalance("c1").await;
-    app.send_round("c1", 2, 0.5).await;
+    app.send_hot_round("c1", 2, 40).await;
     app.settle().await;
     app.rebalance("c1").await;
     let diff = app.get_json("/v1/clusters/c1/plans/2/diff?from=1").await;
@@ -172,7 +172,7 @@ both!(sse_streams_new_plans, |db| async move {
         text.push_str(&String::from_utf8_lossy(&chunk));
         if text.contains("id: 1") && !published {
             published = true;
-            app.send_round("c1", 2, 0.0).await;
+            app.send_hot_round("c1", 2, 40).await;
             app.settle().await;
             app.rebalance("c1").await;
         }
@@ -220,6 +220,57 @@ both!(
         assert_eq!(
             latest["version"], 1,
             "steady load must not churn plans: {reasons:?}"
+        );
+        app.stop().await;
+    }
+);
+
+both!(
+    a_forced_replan_equal_to_the_plan_in_force_publishes_nothing,
+    |db| async move {
+        let app = spawn_app(db).await;
+        app.create_small("c1").await;
+        app.send_round("c1", 1, 3.0).await;
+        app.settle().await;
+        assert_eq!(app.rebalance("c1").await, 1);
+        // The same load again: the migration-aware candidate is the plan in force.
+        for path in [
+            "/v1/clusters/c1/rebalance?dry_run=true",
+            "/v1/clusters/c1/rebalance",
+        ] {
+            let r = app.post(path).await;
+            assert_eq!(r.status(), 200, "{path}");
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(body["published"], false, "{path}: {body}");
+            assert_eq!(body["unchanged"], true, "{path}: {body}");
+        }
+        let r = app.post("/v1/clusters/c1/rebalance").await;
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["version"], 1, "{body}");
+        assert_eq!(body["reason"], "unchanged");
+        assert!(
+            body["detail"].as_str().unwrap().contains("version 1"),
+            "{body}"
+        );
+        let history = app.get_json("/v1/clusters/c1/plans").await;
+        assert_eq!(history["plans"].as_array().unwrap().len(), 1);
+        let r = app
+            .client
+            .get(app.url("/v1/clusters/c1/plans/latest"))
+            .header("if-none-match", "\"1\"")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 304, "no new version for GPUs to acknowledge");
+        // A load that calls for other placements still publishes.
+        app.send_hot_round("c1", 2, 40).await;
+        app.settle().await;
+        let r = app.post("/v1/clusters/c1/rebalance").await;
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(
+            (body["version"].clone(), body["unchanged"].clone()),
+            (2.into(), false.into()),
+            "{body}"
         );
         app.stop().await;
     }
