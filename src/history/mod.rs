@@ -20,7 +20,6 @@ mod remote;
 pub mod stored;
 
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::Arc;
 use std::thread;
 
 use ballast_protocol::TraceWindow;
@@ -30,10 +29,9 @@ use tokio::runtime::Runtime;
 
 use crate::domain::names::NameError;
 use crate::domain::ClusterName;
-use crate::store::{redacted, Store, StoreError};
-use crate::time::now_ms;
+use crate::store::StoreError;
 pub use crate::time::{Span, SpanError};
-use stored::StoredTrace;
+use stored::DatabaseTrace;
 
 /// A cluster's history: the topology its windows are shaped by (`L × E`
 /// load per window) and the windows, oldest first.
@@ -98,49 +96,10 @@ const READ_AHEAD: usize = 8;
 pub fn from_database(url: &str, cluster: &str, span: Span) -> Result<History, HistoryError> {
     let cluster = ClusterName::parse(cluster)?;
     let url = url.to_owned();
-    let shown = redacted(&url);
-    let failed = {
-        let shown = shown.clone();
-        move |source| HistoryError::Database {
-            url: shown.clone(),
-            source,
-        }
-    };
-    let failed_page = failed.clone();
     spawn_reader(
         "ballast-history-db",
-        move |runtime| {
-            runtime.block_on(async {
-                let store = Store::connect_read_only(&url, 2).await.map_err(&failed)?;
-                if !store.migrations_applied().await.unwrap_or(false) {
-                    return Err(HistoryError::Schema { url: shown });
-                }
-                let grid = store
-                    .window_grid()
-                    .await
-                    .map_err(&failed)?
-                    .ok_or_else(|| HistoryError::NoGrid { url: shown })?;
-                let row = store
-                    .cluster(&cluster)
-                    .await
-                    .map_err(&failed)?
-                    .ok_or_else(|| HistoryError::UnknownCluster(cluster.to_string()))?;
-                let trace = StoredTrace::new(
-                    Arc::new(store),
-                    row.name,
-                    row.lineage,
-                    &row.topology,
-                    grid,
-                    &span,
-                    now_ms(),
-                );
-                Ok((row.topology, trace))
-            })
-        },
-        move |runtime, trace| {
-            let page = runtime.block_on(trace.next_page()).map_err(&failed_page)?;
-            Ok((!page.is_empty()).then_some(page))
-        },
+        move |runtime| runtime.block_on(DatabaseTrace::open(&url, cluster, span)),
+        |runtime, trace| runtime.block_on(trace.next_windows()),
     )
 }
 

@@ -8,10 +8,11 @@ use std::sync::Arc;
 use ballast_protocol::TraceWindow;
 use ballast_solver::Topology;
 
+use super::HistoryError;
 use crate::domain::ClusterName;
 use crate::store::telemetry::LoadWindow;
-use crate::store::{Store, StoreError, StoreResult};
-use crate::time::{rfc3339, Span, WindowGrid};
+use crate::store::{redacted, Store, StoreError, StoreResult};
+use crate::time::{now_ms, rfc3339, Span, WindowGrid};
 
 /// Windows per page: a DeepSeek-sized window (58 × 256 values) is about
 /// 120 KB, so a page stays under 8 MB however long the history is.
@@ -95,5 +96,64 @@ impl StoredTrace {
                 .map(<[f64]>::to_vec)
                 .collect(),
         })
+    }
+}
+
+/// [`super::from_database`]'s reader: a read-only connection and the trace
+/// it reads.
+pub(super) struct DatabaseTrace {
+    trace: StoredTrace,
+    /// The database URL without its password, for messages.
+    url: String,
+}
+
+impl DatabaseTrace {
+    /// Opens the database read-only and finds the cluster's topology and
+    /// the grid its windows were cut on.
+    pub(super) async fn open(
+        url: &str,
+        cluster: ClusterName,
+        span: Span,
+    ) -> Result<(Topology, DatabaseTrace), HistoryError> {
+        let shown = redacted(url);
+        let failed = |source| HistoryError::Database {
+            url: shown.clone(),
+            source,
+        };
+        let store = Store::connect_read_only(url, 2).await.map_err(failed)?;
+        // A database that predates this version (or is no Ballast database)
+        // has tables missing or different.
+        if !store.migrations_applied().await.unwrap_or(false) {
+            return Err(HistoryError::Schema { url: shown });
+        }
+        let Some(grid) = store.window_grid().await.map_err(failed)? else {
+            return Err(HistoryError::NoGrid { url: shown });
+        };
+        let Some(row) = store.cluster(&cluster).await.map_err(failed)? else {
+            return Err(HistoryError::UnknownCluster(cluster.to_string()));
+        };
+        let trace = StoredTrace::new(
+            Arc::new(store),
+            row.name,
+            row.lineage,
+            &row.topology,
+            grid,
+            &span,
+            now_ms(),
+        );
+        Ok((row.topology, DatabaseTrace { trace, url: shown }))
+    }
+
+    /// The next page of windows, or `None` at the end.
+    pub(super) async fn next_windows(&mut self) -> Result<Option<Vec<TraceWindow>>, HistoryError> {
+        let page = self
+            .trace
+            .next_page()
+            .await
+            .map_err(|source| HistoryError::Database {
+                url: self.url.clone(),
+                source,
+            })?;
+        Ok((!page.is_empty()).then_some(page))
     }
 }

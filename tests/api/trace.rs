@@ -106,7 +106,10 @@ async fn drain(
 }
 
 both!(trace_streams_closed_windows_oldest_first, |db| async move {
-    let app = spawn_app_with(db, &["--window", "1h"]).await;
+    // The database outlives the service (read offline at the end).
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_database(db, dir.path()).await;
+    let app = spawn_app_on(&url, tempfile::tempdir().unwrap(), &["--window", "1h"]).await;
     app.create_small("c1").await;
     let now = current_hour().await;
     let sums = send_history(&app, now).await;
@@ -145,16 +148,43 @@ both!(trace_streams_closed_windows_oldest_first, |db| async move {
         drain(move || history::from_service(&address, "c1", None, Span::ALL)).await;
     assert_eq!(topology, small);
     assert_eq!(served, all);
-    let url = app.database_url.clone();
-    let (topology, stored) = drain(move || history::from_database(&url, "c1", Span::ALL)).await;
+    let db_url = url.clone();
+    let (topology, stored) = drain(move || history::from_database(&db_url, "c1", Span::ALL)).await;
     assert_eq!(topology, small);
     assert_eq!(stored, all);
     let span = Span::parse(Some(&at(now - 2, 1)), Some(&at(now - 1, 1))).unwrap();
     let address = app.address.clone();
     let (_, served) = drain(move || history::from_service(&address, "c1", None, span)).await;
-    let url = app.database_url.clone();
-    let (_, stored) = drain(move || history::from_database(&url, "c1", span)).await;
+    let db_url = url.clone();
+    let (_, stored) = drain(move || history::from_database(&db_url, "c1", span)).await;
     assert_eq!((served, stored), (between.clone(), between));
+    // With no service running (an SQLite file closed cleanly) as well.
+    app.stop().await;
+    let (_, offline) = drain(move || history::from_database(&url, "c1", Span::ALL)).await;
+    assert_eq!(offline, all);
+});
+
+both!(trace_pages_through_a_long_history, |db| async move {
+    // More windows than three pages of the store hold, one second each.
+    let app = spawn_app_with(db, &["--window", "1s"]).await;
+    app.create_small("c1").await;
+    let first = now_ms().div_euclid(1000) - 1000;
+    let n = 150;
+    for i in 0..n {
+        let mut w = window(i as usize % 8, i / 8 + 1, (i % 5) as f64);
+        w["window_end"] = json!(rfc3339((first + i) * 1000 + 500));
+        let r = app.post_json("/v1/clusters/c1/telemetry", &w).await;
+        assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    }
+    app.settle().await;
+    let all = trace(&app, "").await;
+    assert_eq!(indices(&all), (first..first + n).collect::<Vec<_>>());
+    let address = app.address.clone();
+    let (_, served) = drain(move || history::from_service(&address, "c1", None, Span::ALL)).await;
+    assert_eq!(served, all);
+    let url = app.database_url.clone();
+    let (_, stored) = drain(move || history::from_database(&url, "c1", Span::ALL)).await;
+    assert_eq!(stored, all);
     app.stop().await;
 });
 
