@@ -11,6 +11,7 @@
 //! - [`clusters`]: topology PUT result, cluster detail and listing;
 //! - [`telemetry`]: load windows in (JSON and [`window_binary`]), receipts
 //!   and the aggregated windows out;
+//! - [`trace`]: one line of a load trace (replay input, stored history out);
 //! - [`plans`]: the plan document, plan history, rebalance results, diffs;
 //! - [`workers`]: worker listing, acks, rollout status, the decision log;
 //! - `shutdown` (feature `shutdown`): the signals on which both programs
@@ -26,6 +27,7 @@ pub mod plans;
 #[cfg(feature = "shutdown")]
 pub mod shutdown;
 pub mod telemetry;
+pub mod trace;
 pub mod window_binary;
 pub mod workers;
 
@@ -41,6 +43,7 @@ pub use telemetry::{
     DecodeError, LoadWindow, LoadWindows, RawLoad, RawWindow, ReceiptStatus, TelemetryReceipt,
     TelemetryWindow, WindowSpan,
 };
+pub use trace::TraceWindow;
 pub use workers::{
     AckReceipt, AckRequest, Decision, DecisionList, Rollout, VersionWorkers, WorkerList,
     WorkerState, WorkerStatus,
