@@ -2,9 +2,12 @@
 
 use std::path::{Path, PathBuf};
 
+use ballast_replay::ReplayError;
 use ballast_solver::planner::PlanError;
 use ballast_solver::ParseError;
 use thiserror::Error;
+
+use crate::history::HistoryError;
 
 /// Why a command failed, and (nearly always) the file at fault; displays as
 /// `<path>: <what and where>` (the binary prefixes `error: `).
@@ -42,6 +45,21 @@ pub enum Problem {
     /// The service's configuration is unusable (bad flag or env value).
     #[error("bad configuration: {0}")]
     Config(String),
+    /// A command-line flag is unusable; the message starts with the flag.
+    #[error("{0}")]
+    Flag(String),
+    /// A trace line (or stored window) that is not a window of the topology.
+    #[error("line {line}{}: {detail}", window.map(|w| format!(" (window {w})")).unwrap_or_default())]
+    Trace {
+        line: usize,
+        window: Option<u64>,
+        detail: String,
+    },
+    #[error(transparent)]
+    Replay(ReplayError),
+    /// Reading a cluster's stored history failed.
+    #[error(transparent)]
+    History(HistoryError),
     /// The service stopped on an error after starting.
     #[error("service failed: {0}")]
     Service(String),
@@ -70,9 +88,26 @@ impl CliError {
             Problem::Read(_) | Problem::Parse(_) => 2,
             Problem::Plan(PlanError::Internal(_)) => 1,
             Problem::Plan(_) => 2,
-            Problem::Config(_) => 2,
+            Problem::Config(_) | Problem::Flag(_) | Problem::Trace { .. } => 2,
+            Problem::Replay(ReplayError::Plan { .. }) => 1,
+            Problem::Replay(_) => 2,
+            Problem::History(ref e) => history_exit_code(e),
             Problem::Encode(_) | Problem::Write(_) | Problem::Service(_) => 1,
         }
+    }
+}
+
+/// 2 when the request names something that is not there or not usable
+/// (bad name, unknown cluster, an old database, a 4xx from the service),
+/// 1 when the source failed on its own.
+fn history_exit_code(error: &HistoryError) -> u8 {
+    match error {
+        HistoryError::ClusterName(_)
+        | HistoryError::UnknownCluster(_)
+        | HistoryError::Schema { .. }
+        | HistoryError::NoGrid { .. } => 2,
+        HistoryError::Service { status, .. } if (400..500).contains(status) => 2,
+        _ => 1,
     }
 }
 

@@ -9,6 +9,7 @@
 mod bound;
 mod error;
 mod io;
+mod replay;
 mod score;
 mod serve;
 mod solve;
@@ -17,6 +18,7 @@ use clap::{Parser, Subcommand};
 
 pub use bound::BoundArgs;
 pub use error::{CliError, Problem};
+pub use replay::ReplayArgs;
 pub use score::ScoreArgs;
 pub use solve::{Format, SolveArgs};
 
@@ -38,6 +40,9 @@ pub enum Command {
     Score(ScoreArgs),
     /// Print the lower bounds on imbalance for a load.
     Bound(BoundArgs),
+    /// Replay historical load through planning policies; score each plan on
+    /// the window after it.
+    Replay(ReplayArgs),
     /// Run the placement service (HTTP API, planner loop) until stopped.
     Serve(crate::ServeArgs),
 }
@@ -66,6 +71,7 @@ pub fn run(cli: Cli) -> Result<Report, CliError> {
         Command::Solve(args) => solve::run(&args),
         Command::Score(args) => score::run(&args),
         Command::Bound(args) => bound::run(&args),
+        Command::Replay(args) => replay::run(&args),
         Command::Serve(args) => serve::run(args),
     }
 }
