@@ -81,6 +81,8 @@ pub struct ServeArgs {
     #[arg(long, env = "BALLAST_DEDUP_HORIZON", default_value = "1h", value_parser = duration)]
     pub dedup_horizon: Duration,
     /// EWMA weight of the newest window in the load estimate, in (0, 1].
+    /// The default 1 plans from the newest window alone: on every trace
+    /// replayed (docs/replay.md) smoothing older windows in only lagged.
     #[arg(long, env = "BALLAST_EWMA_ALPHA", default_value_t = Settings::default().ewma_alpha)]
     pub ewma_alpha: f64,
     /// Net model-imbalance gain a candidate needs to arm publication.

@@ -61,18 +61,20 @@ pub struct Settings {
 }
 
 impl Default for Settings {
-    /// `ballast serve`'s defaults.
+    /// `ballast serve`'s defaults, chosen by replay (docs/replay.md): plan
+    /// from the newest window and publish as soon as the gain pays; a
+    /// smoother estimate or a second confirming cycle only lagged the load.
     fn default() -> Self {
         Settings {
             policy: Policy::Optimal,
             split: Split::Even,
             balance_tolerance: DEFAULT_BALANCE_TOLERANCE,
             solve_time_limit: None,
-            ewma_alpha: 0.3,
+            ewma_alpha: 1.0,
             thresholds: Thresholds {
                 threshold: 0.01,
                 hysteresis: 0.005,
-                confirm_cycles: 2,
+                confirm_cycles: 1,
                 move_cost: 0.05,
             },
         }
@@ -249,8 +251,17 @@ mod tests {
         LoadMatrix::new(rows, t).unwrap()
     }
 
+    /// The defaults, with a trigger that must hold for two cycles: the
+    /// confirmation is part of what these tests exercise.
     fn settings() -> Settings {
-        Settings::default()
+        let defaults = Settings::default();
+        Settings {
+            thresholds: Thresholds {
+                confirm_cycles: 1,
+                ..defaults.thresholds
+            },
+            ..defaults
+        }
     }
 
     /// Runs the policy over `windows` the way the service's loop does:
