@@ -6,8 +6,12 @@
 //! writer. Handlers hand their parsed window to a queue; the writer task takes
 //! whatever has queued up (up to a batch), store it in one transaction and
 //! answer every handler. A window is acknowledged only after its batch
-//! committed; a failed batch stores nothing and every handler in it gets
-//! the error, so the worker retries and nothing is counted twice.
+//! committed; a failed batch stores nothing. When the failure may be one
+//! window's own (the database refused a statement, stored data did not
+//! parse) rather than the database's (unreachable, timed out), the batch's
+//! windows are stored again one transaction each, so that one worker's bad
+//! window never fails another's; otherwise every handler gets the error and
+//! the workers retry. Either way nothing is counted twice.
 
 use std::sync::Arc;
 
@@ -89,6 +93,18 @@ async fn write_batches(store: Arc<Store>, mut receiver: mpsc::Receiver<Job>) {
                     let _ = reply.send(Ok(outcome));
                 }
             }
+            Err(err) if windows.len() > 1 && may_be_one_windows(&err) => {
+                tracing::warn!(error = %err, windows = windows.len(),
+                    "ingest batch failed; storing its windows one by one");
+                for (window, reply) in windows.iter().zip(replies) {
+                    let alone = store.ingest_batch(std::slice::from_ref(window), now_ms());
+                    let result = match alone.await {
+                        Ok(outcomes) => outcomes.first().copied().ok_or(IngestError::Closed),
+                        Err(err) => Err(IngestError::Store(Arc::new(err))),
+                    };
+                    let _ = reply.send(result);
+                }
+            }
             Err(err) => {
                 let err = Arc::new(err);
                 for reply in replies {
@@ -96,5 +112,17 @@ async fn write_batches(store: Arc<Store>, mut receiver: mpsc::Receiver<Job>) {
                 }
             }
         }
+    }
+}
+
+/// Whether a batch's failure may be caused by one of its windows (a
+/// statement the database refused, stored data that does not parse) rather
+/// than by the database being out of reach, which retrying window by window
+/// would only make slower to report.
+fn may_be_one_windows(err: &StoreError) -> bool {
+    match err {
+        StoreError::Database(sqlx::Error::Database(_)) => true,
+        StoreError::Codec(_) | StoreError::Corrupt { .. } => true,
+        StoreError::Database(_) | StoreError::Migrate(_) | StoreError::Url(_) => false,
     }
 }

@@ -28,7 +28,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{from_fn, from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put, MethodRouter};
+use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::Router;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
@@ -73,7 +73,18 @@ pub fn routes() -> Vec<Route> {
         r("GET", "/metrics", Public, get(health::metrics)),
         r("GET", "/v1/openapi.json", Public, get(openapi::document)),
         r("GET", "/v1/clusters", Worker, get(clusters::list)),
-        r("PUT", "/v1/clusters/{cluster}", Admin, put(clusters::put)),
+        r(
+            "PUT",
+            "/v1/clusters/{cluster}",
+            Admin,
+            put(clusters::put).layer(DefaultBodyLimit::max(clusters::MAX_TOPOLOGY_BYTES)),
+        ),
+        r(
+            "DELETE",
+            "/v1/clusters/{cluster}",
+            Admin,
+            delete(clusters::delete),
+        ),
         r("GET", "/v1/clusters/{cluster}", Worker, get(clusters::get)),
         r(
             "POST",
