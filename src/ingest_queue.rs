@@ -8,11 +8,13 @@
 //! answer every handler. A window is acknowledged only after its batch
 //! committed; a failed batch stores nothing. When the failure may be one
 //! window's own (the database refused a statement, stored data did not
-//! parse) rather than the database's (unreachable, timed out), the batch's
-//! windows are stored again one transaction each, so that one worker's bad
-//! window never fails another's; otherwise every handler gets the error and
-//! the workers retry. Either way nothing is counted twice.
+//! parse) rather than the database's (unreachable, timed out), the batch is
+//! split in halves that are stored apart, down to the one window at fault,
+//! so that one worker's bad window never fails another's; otherwise every
+//! handler gets the error and the workers retry. Either way nothing is
+//! counted twice.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use thiserror::Error;
@@ -84,32 +86,50 @@ async fn write_batches(store: Arc<Store>, mut receiver: mpsc::Receiver<Job>) {
                 b.window.seq,
             ))
         });
-        let (windows, replies): (Vec<_>, Vec<_>) =
-            jobs.drain(..).map(|job| (job.window, job.reply)).unzip();
-        match store.ingest_batch(&windows, now_ms()).await {
-            Ok(outcomes) => {
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    // A handler that went away (client disconnected) needs no answer.
-                    let _ = reply.send(Ok(outcome));
-                }
-            }
-            Err(err) if windows.len() > 1 && may_be_one_windows(&err) => {
-                tracing::warn!(error = %err, windows = windows.len(),
-                    "ingest batch failed; storing its windows one by one");
-                for (window, reply) in windows.iter().zip(replies) {
-                    let alone = store.ingest_batch(std::slice::from_ref(window), now_ms());
-                    let result = match alone.await {
-                        Ok(outcomes) => outcomes.first().copied().ok_or(IngestError::Closed),
-                        Err(err) => Err(IngestError::Store(Arc::new(err))),
-                    };
-                    let _ = reply.send(result);
-                }
+        let (windows, replies): (Vec<_>, Vec<_>) = jobs
+            .drain(..)
+            .map(|job| (job.window, Some(job.reply)))
+            .unzip();
+        store_halving(&store, &windows, replies).await;
+    }
+}
+
+/// Stores `windows` in one transaction and answers each handler. When that
+/// fails in a way one window may have caused, each half is tried again on
+/// its own, and so on: one bad window among `n` costs about `2 log2 n`
+/// extra transactions, and only its own handler gets the error.
+async fn store_halving(
+    store: &Store,
+    windows: &[StagedWindow],
+    mut replies: Vec<Option<oneshot::Sender<Result<IngestOutcome, IngestError>>>>,
+) {
+    // Ranges of `windows` still to store, each in one transaction.
+    let mut pending: Vec<Range<usize>> = Vec::with_capacity(16);
+    pending.push(0..windows.len());
+    while let Some(range) = pending.pop() {
+        let result = store.ingest_batch(&windows[range.clone()], now_ms()).await;
+        let answers: Vec<Result<IngestOutcome, IngestError>> = match result {
+            Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+            Err(err) if range.len() > 1 && may_be_one_windows(&err) => {
+                tracing::warn!(error = %err, windows = range.len(),
+                    "ingest batch failed; storing its halves apart");
+                let mid = range.start + range.len() / 2;
+                pending.push(mid..range.end);
+                pending.push(range.start..mid);
+                continue;
             }
             Err(err) => {
                 let err = Arc::new(err);
-                for reply in replies {
-                    let _ = reply.send(Err(IngestError::Store(err.clone())));
-                }
+                range
+                    .clone()
+                    .map(|_| Err(IngestError::Store(err.clone())))
+                    .collect()
+            }
+        };
+        for (reply, answer) in replies[range].iter_mut().zip(answers) {
+            // A handler that went away (client disconnected) needs no answer.
+            if let Some(reply) = reply.take() {
+                let _ = reply.send(answer);
             }
         }
     }

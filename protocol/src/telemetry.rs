@@ -161,18 +161,19 @@ impl FlatRows {
     fn from_rows(rows: Vec<Vec<f64>>) -> Self {
         let mut flat = FlatRows::default();
         for row in rows {
-            flat.push_row(row.len(), |values| values.extend_from_slice(&row));
+            flat.values.extend_from_slice(&row);
+            flat.end_row(row.len());
         }
         flat
     }
 
-    fn push_row(&mut self, len: usize, fill: impl FnOnce(&mut Vec<f64>)) {
+    /// Records that a row of `len` values was read.
+    fn end_row(&mut self, len: usize) {
         if self.rows == 0 {
             self.cols = len;
         } else if len != self.cols && self.ragged.is_none() {
             self.ragged = Some((self.rows, len));
         }
-        fill(&mut self.values);
         self.rows += 1;
     }
 
@@ -229,16 +230,15 @@ impl<'de> Visitor<'de> for Row<'_> {
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let flat = self.0;
-        let mut row = Vec::new();
         let mut len = 0;
         while let Some(value) = seq.next_element::<f64>()? {
             len += 1;
             flat.count += 1;
             if flat.count <= MAX_LOAD_VALUES {
-                row.push(value);
+                flat.values.push(value);
             }
         }
-        flat.push_row(len, |values| values.extend_from_slice(&row));
+        flat.end_row(len);
         Ok(())
     }
 }
@@ -411,6 +411,29 @@ mod tests {
                 values: vec![1.0, 2.0, 0.0, 5.0]
             }
         );
+    }
+
+    #[test]
+    fn ragged_and_oversized_loads_are_shape_errors() {
+        let err =
+            RawWindow::from_json(br#"{"worker": "w", "seq": 1, "logical_load": [[1, 2], [3]]}"#)
+                .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DecodeError::Shape {
+                    field: "logical_load",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let body = format!(
+            r#"{{"worker": "w", "seq": 1, "logical_load": [[{}0]]}}"#,
+            "0,".repeat(MAX_LOAD_VALUES)
+        );
+        let err = RawWindow::from_json(body.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("more than"), "{err}");
     }
 
     #[test]

@@ -255,7 +255,7 @@ async fn json_errors(req: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
     if !(status.is_client_error() || status.is_server_error()) || is_json {
-        return response;
+        return close_if_unread(response);
     }
     let code = match status {
         StatusCode::BAD_REQUEST => ErrorCode::BadRequest,
@@ -275,7 +275,19 @@ async fn json_errors(req: Request, next: Next) -> Response {
     } else {
         text
     };
-    ApiError::new(status, code, message).into_response()
+    close_if_unread(ApiError::new(status, code, message).into_response())
+}
+
+/// A body refused as too large was left unread, so its connection cannot
+/// carry another request: `Connection: close` says so (hyper then closes
+/// it), or a client reuses it and its next request breaks.
+fn close_if_unread(mut response: Response) -> Response {
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 pub(crate) fn parse_cluster(name: &str) -> Result<ClusterName, ApiError> {

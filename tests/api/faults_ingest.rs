@@ -320,6 +320,7 @@ both!(absurd_topologies_are_refused_at_once, |db| async move {
     t["gpu_speed"] = json!(vec![1.0; 60_000]);
     let r = app.put_json("/v1/clusters/c1", &t).await;
     assert_eq!(r.status(), 413);
+    assert_eq!(r.headers()["connection"], "close");
     assert_eq!(
         r.json::<Value>().await.unwrap()["code"],
         "payload_too_large"
@@ -372,6 +373,8 @@ both!(
             .await
             .unwrap();
         assert_eq!(r.status(), 413);
+        assert_eq!(r.headers()["connection"], "close");
+        assert_eq!(r.headers()["connection"], "close");
         assert_eq!(
             r.json::<Value>().await.unwrap()["code"],
             "payload_too_large"
