@@ -439,3 +439,64 @@ async fn add_to_load_window(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ballast_solver::Topology;
+
+    fn topology(slots: usize) -> Topology {
+        Topology::from_json(&format!(
+            r#"{{"num_layers": 2, "num_logical_experts": 4, "num_groups": 2,
+                "num_nodes": 1, "gpus_per_node": 2, "slots_per_gpu": {slots}}}"#
+        ))
+        .unwrap()
+    }
+
+    fn staged(cluster: &ClusterName, lineage: i64, seq: i64, t: &Topology) -> StagedWindow {
+        StagedWindow {
+            cluster: cluster.clone(),
+            lineage,
+            worker: WorkerName::of_gpu(0, t),
+            seq,
+            bucket: 1,
+            load: load_codec::encode(&[1.0; 8]),
+            values: 8,
+            layers: 2,
+        }
+    }
+
+    /// A window validated against a lineage that a topology PUT retired, or
+    /// for a cluster deleted meanwhile, is refused under the cluster lock;
+    /// seqs start again in the new lineage.
+    #[tokio::test]
+    async fn windows_count_only_in_the_lineage_they_were_validated_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}", dir.path().join("b.db").display());
+        let store = Store::connect(&url, 2).await.unwrap();
+        store.migrate().await.unwrap();
+        let c = ClusterName::parse("c1").unwrap();
+        let (old, new) = (topology(3), topology(4));
+        store.put_cluster(&c, &old, 0).await.unwrap();
+        let accepted = store.ingest_batch(&[staged(&c, 1, 5, &old)], 0).await;
+        assert_eq!(accepted.unwrap(), [IngestOutcome::Accepted]);
+        assert_eq!(store.put_cluster(&c, &new, 1).await.unwrap().lineage, 2);
+        let late = store.ingest_batch(&[staged(&c, 1, 6, &old)], 1).await;
+        assert_eq!(
+            late.unwrap(),
+            [IngestOutcome::TopologyChanged {
+                validated: 1,
+                current: 2
+            }]
+        );
+        // Seq 5 was used in lineage 1; in lineage 2 it is new.
+        let restarted = store.ingest_batch(&[staged(&c, 2, 5, &new)], 2).await;
+        assert_eq!(restarted.unwrap(), [IngestOutcome::Accepted]);
+        let again = store.ingest_batch(&[staged(&c, 2, 5, &new)], 2).await;
+        assert_eq!(again.unwrap(), [IngestOutcome::Duplicate]);
+        assert!(store.delete_cluster(&c).await.unwrap());
+        let gone = store.ingest_batch(&[staged(&c, 2, 7, &new)], 3).await;
+        assert_eq!(gone.unwrap(), [IngestOutcome::ClusterGone]);
+        assert!(!store.delete_cluster(&c).await.unwrap());
+    }
+}
