@@ -112,7 +112,9 @@ pub struct ServeArgs {
     /// Longest `?wait=` a long-poll may ask for.
     #[arg(long, env = "BALLAST_MAX_WAIT", default_value = "60s", value_parser = duration)]
     pub max_wait: Duration,
-    /// Largest request body in bytes.
+    /// Largest request body in bytes. A telemetry window is held to the
+    /// smaller of this and what its cluster's topology needs; a topology
+    /// body to 192 KiB.
     #[arg(long, env = "BALLAST_MAX_BODY_BYTES", default_value_t = 32 << 20)]
     pub max_body_bytes: usize,
     /// How long shutdown waits for in-flight requests.

@@ -6,9 +6,15 @@
 //! writer. Handlers hand their parsed window to a queue; the writer task takes
 //! whatever has queued up (up to a batch), store it in one transaction and
 //! answer every handler. A window is acknowledged only after its batch
-//! committed; a failed batch stores nothing and every handler in it gets
-//! the error, so the worker retries and nothing is counted twice.
+//! committed; a failed batch stores nothing. When the failure may be one
+//! window's own (the database refused a statement, stored data did not
+//! parse) rather than the database's (unreachable, timed out), the batch is
+//! split in halves that are stored apart, down to the one window at fault,
+//! so that one worker's bad window never fails another's; otherwise every
+//! handler gets the error and the workers retry. Either way nothing is
+//! counted twice.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use thiserror::Error;
@@ -80,21 +86,63 @@ async fn write_batches(store: Arc<Store>, mut receiver: mpsc::Receiver<Job>) {
                 b.window.seq,
             ))
         });
-        let (windows, replies): (Vec<_>, Vec<_>) =
-            jobs.drain(..).map(|job| (job.window, job.reply)).unzip();
-        match store.ingest_batch(&windows, now_ms()).await {
-            Ok(outcomes) => {
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    // A handler that went away (client disconnected) needs no answer.
-                    let _ = reply.send(Ok(outcome));
-                }
+        let (windows, replies): (Vec<_>, Vec<_>) = jobs
+            .drain(..)
+            .map(|job| (job.window, Some(job.reply)))
+            .unzip();
+        store_halving(&store, &windows, replies).await;
+    }
+}
+
+/// Stores `windows` in one transaction and answers each handler. When that
+/// fails in a way one window may have caused, each half is tried again on
+/// its own, and so on: one bad window among `n` costs about `2 log2 n`
+/// extra transactions, and only its own handler gets the error.
+async fn store_halving(
+    store: &Store,
+    windows: &[StagedWindow],
+    mut replies: Vec<Option<oneshot::Sender<Result<IngestOutcome, IngestError>>>>,
+) {
+    // Ranges of `windows` still to store, each in one transaction.
+    let mut pending: Vec<Range<usize>> = Vec::with_capacity(16);
+    pending.push(0..windows.len());
+    while let Some(range) = pending.pop() {
+        let result = store.ingest_batch(&windows[range.clone()], now_ms()).await;
+        let answers: Vec<Result<IngestOutcome, IngestError>> = match result {
+            Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+            Err(err) if range.len() > 1 && may_be_one_windows(&err) => {
+                tracing::warn!(error = %err, windows = range.len(),
+                    "ingest batch failed; storing its halves apart");
+                let mid = range.start + range.len() / 2;
+                pending.push(mid..range.end);
+                pending.push(range.start..mid);
+                continue;
             }
             Err(err) => {
                 let err = Arc::new(err);
-                for reply in replies {
-                    let _ = reply.send(Err(IngestError::Store(err.clone())));
-                }
+                range
+                    .clone()
+                    .map(|_| Err(IngestError::Store(err.clone())))
+                    .collect()
+            }
+        };
+        for (reply, answer) in replies[range].iter_mut().zip(answers) {
+            // A handler that went away (client disconnected) needs no answer.
+            if let Some(reply) = reply.take() {
+                let _ = reply.send(answer);
             }
         }
+    }
+}
+
+/// Whether a batch's failure may be caused by one of its windows (a
+/// statement the database refused, stored data that does not parse) rather
+/// than by the database being out of reach, which retrying window by window
+/// would only make slower to report.
+fn may_be_one_windows(err: &StoreError) -> bool {
+    match err {
+        StoreError::Database(sqlx::Error::Database(_)) => true,
+        StoreError::Codec(_) | StoreError::Corrupt { .. } => true,
+        StoreError::Database(_) | StoreError::Migrate(_) | StoreError::Url(_) => false,
     }
 }

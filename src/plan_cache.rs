@@ -156,6 +156,16 @@ impl ClusterEntry {
         });
     }
 
+    /// Drops every plan of a cluster that no longer exists.
+    fn forget_plans(&self) {
+        self.versions
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.latest
+            .send_if_modified(|latest| latest.take().is_some());
+    }
+
     fn set_info(&self, info: ClusterInfo) {
         let lineage_changed = self.info().lineage != info.lineage;
         *self.info.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(info);
@@ -220,19 +230,35 @@ impl PlanCache {
         }
     }
 
-    /// Records a cluster's (new) shape after a topology PUT or a sync.
+    /// Records a cluster's (new) shape after a topology PUT or a sync. A
+    /// cluster deleted and created again under the same name (another
+    /// `created_at`) gets a fresh entry: its versions start again at 1.
     pub fn install(&self, info: ClusterInfo) -> Arc<ClusterEntry> {
         let mut clusters = self.clusters.write().unwrap_or_else(|p| p.into_inner());
         match clusters.get(&info.name) {
-            Some(entry) => {
+            Some(entry) if entry.info().created_at_ms == info.created_at_ms => {
                 entry.set_info(info);
                 entry.clone()
             }
-            None => {
+            _ => {
                 let entry = Arc::new(ClusterEntry::new(info.clone()));
-                clusters.insert(info.name.clone(), entry.clone());
+                if let Some(old) = clusters.insert(info.name.clone(), entry.clone()) {
+                    old.forget_plans();
+                }
                 entry
             }
+        }
+    }
+
+    /// Forgets a deleted cluster; long-polls waiting on it stop seeing a plan.
+    pub fn remove(&self, name: &ClusterName) {
+        let removed = self
+            .clusters
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        if let Some(entry) = removed {
+            entry.forget_plans();
         }
     }
 
@@ -277,16 +303,37 @@ impl PlanCache {
     /// Catches up with the database: new clusters, topology changes and
     /// plans published by other replicas.
     pub async fn sync(&self) -> StoreResult<()> {
-        for head in self.store.cluster_heads().await? {
+        let heads = self.store.cluster_heads().await?;
+        // Clusters deleted (by any replica) since the last sync.
+        let gone: Vec<ClusterName> = {
+            let clusters = self.clusters.read().unwrap_or_else(|p| p.into_inner());
+            clusters
+                .keys()
+                .filter(|name| !heads.iter().any(|h| &h.cluster == *name))
+                .cloned()
+                .collect()
+        };
+        for name in &gone {
+            // Checked again: this replica may have created it since `heads`.
+            if self.store.cluster(name).await?.is_none() {
+                self.remove(name);
+            }
+        }
+        for head in heads {
             let entry = match self.entry(&head.cluster) {
                 Some(entry) => {
                     let info = entry.info();
-                    if info.lineage != head.lineage || info.updated_at_ms != head.updated_at_ms {
-                        if let Some(row) = self.store.cluster(&head.cluster).await? {
-                            self.install(info_of(row)?);
+                    if info.lineage != head.lineage
+                        || info.updated_at_ms != head.updated_at_ms
+                        || info.created_at_ms != head.created_at_ms
+                    {
+                        match self.store.cluster(&head.cluster).await? {
+                            Some(row) => self.install(info_of(row)?),
+                            None => continue,
                         }
+                    } else {
+                        entry
                     }
-                    entry
                 }
                 None => match self.store.cluster(&head.cluster).await? {
                     Some(row) => self.install(info_of(row)?),

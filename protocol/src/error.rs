@@ -27,6 +27,8 @@ pub enum ErrorCode {
     Error,
     /// The database (or the service itself) cannot answer now; retry.
     Unavailable,
+    /// Data the service stored earlier does not parse; retrying will not help.
+    StoredDataCorrupt,
     // Authentication.
     Unauthorized,
     Forbidden,
@@ -61,7 +63,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code this build sends, in declaration order.
-    pub const ALL: [ErrorCode; 29] = [
+    pub const ALL: [ErrorCode; 30] = [
         ErrorCode::BadRequest,
         ErrorCode::NotFound,
         ErrorCode::MethodNotAllowed,
@@ -70,6 +72,7 @@ impl ErrorCode {
         ErrorCode::Unprocessable,
         ErrorCode::Error,
         ErrorCode::Unavailable,
+        ErrorCode::StoredDataCorrupt,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
         ErrorCode::InvalidClusterName,
@@ -104,6 +107,7 @@ impl ErrorCode {
             ErrorCode::Unprocessable => "unprocessable",
             ErrorCode::Error => "error",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::StoredDataCorrupt => "stored_data_corrupt",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::InvalidClusterName => "invalid_cluster_name",

@@ -6,8 +6,16 @@
 //! to a [`RawWindow`]: the wire syntax is checked, the shape against a
 //! topology is not (the service does that, once, for both).
 
-use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use serde::de::{DeserializeSeed, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 use thiserror::Error;
+
+/// The most load values one window may carry (`L x E`): no topology the
+/// service accepts has more, so a decoder keeps at most this many however
+/// long the body, and what a hostile body can make it allocate is bounded.
+pub const MAX_LOAD_VALUES: usize = 1 << 20;
 
 /// A window body that does not decode (the same wording for both encodings).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -16,6 +24,10 @@ pub enum DecodeError {
     Malformed(String),
     #[error("field `{field}`: {detail}")]
     Field { field: &'static str, detail: String },
+    /// Well-formed, but the load is no matrix (ragged rows) or is larger
+    /// than any topology: a shape error, like a wrong number of layers.
+    #[error("field `{field}`: {detail}")]
+    Shape { field: &'static str, detail: String },
 }
 
 impl DecodeError {
@@ -93,12 +105,197 @@ pub struct RawWindow {
 }
 
 impl RawWindow {
-    /// Decodes the JSON encoding.
+    /// Decodes the JSON encoding, straight into row-major loads (see
+    /// [`FlatRows`]): no vector per row, no copy to flatten.
     pub fn from_json(body: &[u8]) -> Result<Self, DecodeError> {
-        let window: TelemetryWindow<f64> =
+        let window: JsonWindow =
             serde_json::from_slice(body).map_err(|e| DecodeError::Malformed(e.to_string()))?;
-        window.into_raw()
+        let start_ms = parse_optional_time("window_start", window.window_start.as_deref())?;
+        let end_ms = parse_optional_time("window_end", window.window_end.as_deref())?;
+        let load = pick_load(window.logical_load, window.slot_load, window.plan_version)?;
+        Ok(RawWindow {
+            worker: window.worker,
+            seq: window.seq,
+            start_ms,
+            end_ms,
+            load,
+        })
     }
+}
+
+/// [`TelemetryWindow`] as the service reads it: the same fields, loads
+/// parsed by [`FlatRows`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonWindow {
+    worker: String,
+    seq: i64,
+    #[serde(default)]
+    window_start: Option<String>,
+    #[serde(default)]
+    window_end: Option<String>,
+    #[serde(default)]
+    logical_load: Option<FlatRows>,
+    #[serde(default)]
+    slot_load: Option<FlatRows>,
+    #[serde(default)]
+    plan_version: Option<i64>,
+}
+
+/// Rows of numbers parsed into one row-major vector. At most
+/// [`MAX_LOAD_VALUES`] are kept (the rest are read and counted, so the
+/// body is still checked as JSON), and the first row whose length differs
+/// from row 0's is remembered: both are reported as shape errors.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FlatRows {
+    rows: usize,
+    cols: usize,
+    values: Vec<f64>,
+    /// Values read in all (kept or not).
+    count: usize,
+    /// `(layer, length)` of the first row unlike row 0.
+    ragged: Option<(usize, usize)>,
+}
+
+impl FlatRows {
+    fn from_rows(rows: Vec<Vec<f64>>) -> Self {
+        let mut flat = FlatRows::default();
+        for row in rows {
+            flat.values.extend_from_slice(&row);
+            flat.end_row(row.len());
+        }
+        flat
+    }
+
+    /// Records that a row of `len` values was read.
+    fn end_row(&mut self, len: usize) {
+        if self.rows == 0 {
+            self.cols = len;
+        } else if len != self.cols && self.ragged.is_none() {
+            self.ragged = Some((self.rows, len));
+        }
+        self.rows += 1;
+    }
+
+    /// `(rows, cols, values)`, or why they are no matrix a topology can have.
+    fn into_matrix(self, field: &'static str) -> Result<(usize, usize, Vec<f64>), DecodeError> {
+        if let Some((layer, len)) = self.ragged {
+            return Err(DecodeError::Shape {
+                field,
+                detail: format!("layer {layer} has {len} values, layer 0 has {}", self.cols),
+            });
+        }
+        if self.count.max(self.values.len()) > MAX_LOAD_VALUES {
+            return Err(DecodeError::Shape {
+                field,
+                detail: format!("has more than {MAX_LOAD_VALUES} values, more than any topology"),
+            });
+        }
+        Ok((self.rows, self.cols, self.values))
+    }
+}
+
+impl<'de> Deserialize<'de> for FlatRows {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Rows;
+        impl<'de> Visitor<'de> for Rows {
+            type Value = FlatRows;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an array of rows of numbers")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<FlatRows, A::Error> {
+                let mut flat = FlatRows::default();
+                while seq.next_element_seed(Row(&mut flat))?.is_some() {}
+                Ok(flat)
+            }
+        }
+        deserializer.deserialize_seq(Rows)
+    }
+}
+
+/// One row, appended to the [`FlatRows`] being built.
+struct Row<'a>(&'a mut FlatRows);
+
+impl<'de> DeserializeSeed<'de> for Row<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Row<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a row of numbers")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let flat = self.0;
+        let mut len = 0;
+        while let Some(value) = seq.next_element::<f64>()? {
+            len += 1;
+            flat.count += 1;
+            if flat.count <= MAX_LOAD_VALUES {
+                flat.values.push(value);
+            }
+        }
+        flat.end_row(len);
+        Ok(())
+    }
+}
+
+fn parse_optional_time(
+    field: &'static str,
+    text: Option<&str>,
+) -> Result<Option<i64>, DecodeError> {
+    text.map(|t| parse_time(field, t)).transpose()
+}
+
+/// The one load a window must carry: `logical_load`, or `slot_load` with
+/// `plan_version`.
+fn pick_load(
+    logical: Option<FlatRows>,
+    slot: Option<FlatRows>,
+    plan_version: Option<i64>,
+) -> Result<RawLoad, DecodeError> {
+    Ok(match (logical, slot, plan_version) {
+        (Some(rows), None, None) => {
+            let (rows, cols, values) = rows.into_matrix("logical_load")?;
+            RawLoad::Logical { rows, cols, values }
+        }
+        (None, Some(rows), Some(plan_version)) => {
+            let (rows, cols, values) = rows.into_matrix("slot_load")?;
+            RawLoad::Slot {
+                plan_version,
+                rows,
+                cols,
+                values,
+            }
+        }
+        (None, Some(_), None) => {
+            return Err(DecodeError::field(
+                "plan_version",
+                "required with `slot_load`",
+            ))
+        }
+        (Some(_), None, Some(_)) => {
+            return Err(DecodeError::field(
+                "plan_version",
+                "only allowed with `slot_load`",
+            ))
+        }
+        (Some(_), Some(_), _) => {
+            return Err(DecodeError::field(
+                "slot_load",
+                "give `logical_load` or `slot_load`, not both",
+            ))
+        }
+        (None, None, _) => {
+            return Err(DecodeError::field(
+                "logical_load",
+                "missing (or give `slot_load` with `plan_version`)",
+            ))
+        }
+    })
 }
 
 impl TelemetryWindow<u64> {
@@ -112,55 +309,13 @@ impl TelemetryWindow<u64> {
 impl TelemetryWindow<f64> {
     /// Parses the times and picks the one load the window must carry.
     pub fn into_raw(self) -> Result<RawWindow, DecodeError> {
-        let start_ms = self
-            .window_start
-            .as_deref()
-            .map(|t| parse_time("window_start", t))
-            .transpose()?;
-        let end_ms = self
-            .window_end
-            .as_deref()
-            .map(|t| parse_time("window_end", t))
-            .transpose()?;
-        let load = match (self.logical_load, self.slot_load, self.plan_version) {
-            (Some(rows), None, None) => {
-                let (rows, cols, values) = flatten("logical_load", rows)?;
-                RawLoad::Logical { rows, cols, values }
-            }
-            (None, Some(rows), Some(plan_version)) => {
-                let (rows, cols, values) = flatten("slot_load", rows)?;
-                RawLoad::Slot {
-                    plan_version,
-                    rows,
-                    cols,
-                    values,
-                }
-            }
-            (None, Some(_), None) => {
-                return Err(DecodeError::field(
-                    "plan_version",
-                    "required with `slot_load`",
-                ))
-            }
-            (Some(_), None, Some(_)) => {
-                return Err(DecodeError::field(
-                    "plan_version",
-                    "only allowed with `slot_load`",
-                ))
-            }
-            (Some(_), Some(_), _) => {
-                return Err(DecodeError::field(
-                    "slot_load",
-                    "give `logical_load` or `slot_load`, not both",
-                ))
-            }
-            (None, None, _) => {
-                return Err(DecodeError::field(
-                    "logical_load",
-                    "missing (or give `slot_load` with `plan_version`)",
-                ))
-            }
-        };
+        let start_ms = parse_optional_time("window_start", self.window_start.as_deref())?;
+        let end_ms = parse_optional_time("window_end", self.window_end.as_deref())?;
+        let load = pick_load(
+            self.logical_load.map(FlatRows::from_rows),
+            self.slot_load.map(FlatRows::from_rows),
+            self.plan_version,
+        )?;
         Ok(RawWindow {
             worker: self.worker,
             seq: self.seq,
@@ -179,25 +334,6 @@ fn parse_time(field: &'static str, text: &str) -> Result<i64, DecodeError> {
         .map_err(|_| DecodeError::field(field, "is before 1970"))?
         .as_millis();
     i64::try_from(ms).map_err(|_| DecodeError::field(field, "is too far in the future"))
-}
-
-/// Row-major flattening; ragged rows are reported with their layer.
-fn flatten(
-    field: &'static str,
-    rows: Vec<Vec<f64>>,
-) -> Result<(usize, usize, Vec<f64>), DecodeError> {
-    let cols = rows.first().map_or(0, Vec::len);
-    let mut values = Vec::with_capacity(rows.len() * cols);
-    for (layer, row) in rows.iter().enumerate() {
-        if row.len() != cols {
-            return Err(DecodeError::field(
-                field,
-                format!("layer {layer} has {} values, layer 0 has {cols}", row.len()),
-            ));
-        }
-        values.extend_from_slice(row);
-    }
-    Ok((rows.len(), cols, values))
 }
 
 /// The answer to an accepted window: `202` when stored now, `200` when the
@@ -275,6 +411,29 @@ mod tests {
                 values: vec![1.0, 2.0, 0.0, 5.0]
             }
         );
+    }
+
+    #[test]
+    fn ragged_and_oversized_loads_are_shape_errors() {
+        let err =
+            RawWindow::from_json(br#"{"worker": "w", "seq": 1, "logical_load": [[1, 2], [3]]}"#)
+                .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DecodeError::Shape {
+                    field: "logical_load",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let body = format!(
+            r#"{{"worker": "w", "seq": 1, "logical_load": [[{}0]]}}"#,
+            "0,".repeat(MAX_LOAD_VALUES)
+        );
+        let err = RawWindow::from_json(body.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("more than"), "{err}");
     }
 
     #[test]

@@ -30,7 +30,8 @@ use crate::telemetry::{DecodeError, RawLoad, RawWindow};
 pub const CONTENT_TYPE: &str = "application/x-ballast-window";
 
 const MAGIC: &[u8; 4] = b"BLW1";
-const HEADER: usize = 48;
+/// Bytes before the worker name.
+pub const HEADER: usize = 48;
 const ABSENT: i64 = i64::MIN;
 
 /// Element type of the value array.

@@ -1,7 +1,14 @@
-//! `PUT/GET /v1/clusters/{cluster}` and `GET /v1/clusters`.
+//! `PUT/GET/DELETE /v1/clusters/{cluster}` and `GET /v1/clusters`.
 
 use std::sync::Arc;
 
+use super::error::ApiError;
+use super::{cluster_entry, parse_cluster};
+use crate::domain::parse_topology;
+use crate::domain::topology::limits;
+use crate::plan_cache::ClusterInfo;
+use crate::state::AppState;
+use crate::time::{now_ms, rfc3339};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -9,13 +16,6 @@ use axum::Json;
 use ballast_protocol::{
     Cluster, ClusterList, ClusterSummary, ErrorCode, TopologyUpdate, WorkerCounts,
 };
-use ballast_solver::Topology;
-
-use super::error::ApiError;
-use super::{cluster_entry, parse_cluster};
-use crate::plan_cache::ClusterInfo;
-use crate::state::AppState;
-use crate::time::{now_ms, rfc3339};
 
 pub async fn put(
     State(state): State<AppState>,
@@ -23,10 +23,7 @@ pub async fn put(
     body: Bytes,
 ) -> Result<(StatusCode, Json<TopologyUpdate>), ApiError> {
     let name = parse_cluster(&cluster)?;
-    let text = std::str::from_utf8(&body).map_err(|_| {
-        ApiError::bad_request(ErrorCode::InvalidTopology, "the body is not UTF-8 text")
-    })?;
-    let topology = Topology::from_json(text)
+    let topology = parse_topology(&body)
         .map_err(|e| ApiError::bad_request(ErrorCode::InvalidTopology, e.to_string()))?;
     let outcome = state.store.put_cluster(&name, &topology, now_ms()).await?;
     let row = state.store.cluster(&name).await?.ok_or_else(|| {
@@ -68,6 +65,28 @@ pub async fn put(
             topology: topology.to_spec(),
         }),
     ))
+}
+
+/// The largest topology body: `gpu_speed` for [`limits::GPUS`] GPUs at
+/// about 25 bytes a number, and room for the rest.
+pub const MAX_TOPOLOGY_BYTES: usize = 64 * 1024 + limits::GPUS * 32;
+
+/// Deletes a cluster and everything stored for it (one transaction): its
+/// workers, receipts, load windows, plans, acks and planner decisions.
+/// `204` when it existed, `404` otherwise.
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(cluster): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let name = parse_cluster(&cluster)?;
+    if !state.store.delete_cluster(&name).await? {
+        return Err(ApiError::not_found(
+            ErrorCode::ClusterNotFound,
+            format!("cluster {name} does not exist"),
+        ));
+    }
+    state.plan_cache.remove(&name);
+    Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn get(

@@ -66,21 +66,30 @@ impl IntoResponse for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
-        // Database details stay in the log; the client learns it is on our side.
-        error!(error = %err, "store error");
-        ApiError::unavailable("the database is unavailable or returned an error; retry later")
+        store_error(&err)
+    }
+}
+
+/// Database details stay in the log; the client learns it is on our side,
+/// and whether a retry can help.
+fn store_error(err: &StoreError) -> ApiError {
+    error!(error = %err, "store error");
+    match err {
+        // Stored data that does not parse is no outage: a retry gets the
+        // same answer until the data is replaced or ages out.
+        StoreError::Corrupt { .. } | StoreError::Codec(_) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::StoredDataCorrupt,
+            format!("{err}; a topology PUT replaces it, or it ages out after --retention"),
+        ),
+        _ => ApiError::unavailable("the database is unavailable or returned an error; retry later"),
     }
 }
 
 impl From<IngestError> for ApiError {
     fn from(err: IngestError) -> Self {
         match err {
-            IngestError::Store(err) => {
-                error!(error = %err, "store error while ingesting");
-                ApiError::unavailable(
-                    "the database is unavailable or returned an error; retry later",
-                )
-            }
+            IngestError::Store(err) => store_error(&err),
             IngestError::Closed => {
                 ApiError::unavailable("the service is shutting down; retry later")
             }

@@ -28,7 +28,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{from_fn, from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put, MethodRouter};
+use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::Router;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
@@ -73,7 +73,18 @@ pub fn routes() -> Vec<Route> {
         r("GET", "/metrics", Public, get(health::metrics)),
         r("GET", "/v1/openapi.json", Public, get(openapi::document)),
         r("GET", "/v1/clusters", Worker, get(clusters::list)),
-        r("PUT", "/v1/clusters/{cluster}", Admin, put(clusters::put)),
+        r(
+            "PUT",
+            "/v1/clusters/{cluster}",
+            Admin,
+            put(clusters::put).layer(DefaultBodyLimit::max(clusters::MAX_TOPOLOGY_BYTES)),
+        ),
+        r(
+            "DELETE",
+            "/v1/clusters/{cluster}",
+            Admin,
+            delete(clusters::delete),
+        ),
         r("GET", "/v1/clusters/{cluster}", Worker, get(clusters::get)),
         r(
             "POST",
@@ -244,7 +255,7 @@ async fn json_errors(req: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
     if !(status.is_client_error() || status.is_server_error()) || is_json {
-        return response;
+        return close_if_unread(response);
     }
     let code = match status {
         StatusCode::BAD_REQUEST => ErrorCode::BadRequest,
@@ -264,7 +275,19 @@ async fn json_errors(req: Request, next: Next) -> Response {
     } else {
         text
     };
-    ApiError::new(status, code, message).into_response()
+    close_if_unread(ApiError::new(status, code, message).into_response())
+}
+
+/// A body refused as too large was left unread, so its connection cannot
+/// carry another request: `Connection: close` says so (hyper then closes
+/// it), or a client reuses it and its next request breaks.
+fn close_if_unread(mut response: Response) -> Response {
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 pub(crate) fn parse_cluster(name: &str) -> Result<ClusterName, ApiError> {

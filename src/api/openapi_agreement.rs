@@ -400,8 +400,15 @@ fn build_samples() -> Samples {
         window_start: Some(time()),
         window_end: Some(time()),
         logical_load: Some(vec![vec![1, 2]]),
+        slot_load: None,
+        plan_version: None,
+    };
+    // A window carries one load or the other, never both.
+    let slot_window = TelemetryWindow::<u64> {
+        logical_load: None,
         slot_load: Some(vec![vec![3, 4]]),
         plan_version: Some(2),
+        ..window_u64.clone()
     };
     let window_f64 = TelemetryWindow::<f64> {
         worker: "node0-gpu1".into(),
@@ -464,7 +471,7 @@ fn build_samples() -> Samples {
         ),
         (
             ("post", "/v1/clusters/{cluster}/telemetry", "request"),
-            vec![wire(&window_u64), wire(&window_f64)],
+            vec![wire(&window_u64), wire(&slot_window), wire(&window_f64)],
         ),
         (
             ("post", "/v1/clusters/{cluster}/telemetry", "202"),

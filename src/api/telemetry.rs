@@ -3,14 +3,16 @@
 
 use std::time::Instant;
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use ballast_protocol::{
-    window_binary, ErrorCode, LoadWindow, LoadWindows, RawWindow, ReceiptStatus, TelemetryReceipt,
-    WindowSpan,
+    window_binary, DecodeError, ErrorCode, LoadWindow, LoadWindows, RawWindow, ReceiptStatus,
+    TelemetryReceipt, WindowSpan,
 };
+use ballast_solver::Topology;
+use futures_util::StreamExt;
 use serde::Deserialize;
 
 use super::cluster_entry;
@@ -67,14 +69,60 @@ fn invalid(err: WindowError) -> ApiError {
     ApiError::unprocessable(code, err.to_string())
 }
 
+/// The largest body a window for `topology` can need: the values at 48
+/// bytes a number in JSON (20 digits, a separator and pretty-printing's
+/// indentation) or 8 in the binary encoding, plus the worker name, times
+/// and framing. A body above it cannot be a valid window, so it is refused
+/// before it is read (a 32 MB body for a DeepSeek-V3 cluster used to cost
+/// ~290 MB of memory to parse and refuse).
+fn window_body_limit(topology: &Topology, encoding: Encoding) -> usize {
+    let values =
+        topology.num_layers() * topology.num_logical_experts().max(topology.slots_per_gpu());
+    match encoding {
+        Encoding::Json => 16 * 1024 + values * 48,
+        Encoding::Binary => window_binary::HEADER + usize::from(u16::MAX) + values * 8,
+    }
+}
+
+/// Reads at most `limit` bytes of `body`; a longer one is refused with 413
+/// as soon as its `Content-Length`, or its bytes, pass the limit.
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::PayloadTooLarge,
+            format!("a window for this cluster's topology is at most {limit} bytes"),
+        )
+    };
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if announced.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::with_capacity(announced.unwrap_or(0));
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::bad_request(ErrorCode::BadRequest, format!("reading the body: {e}"))
+        })?;
+        if bytes.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
+}
+
 pub async fn post(
     State(state): State<AppState>,
     Path(cluster): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<(StatusCode, Json<TelemetryReceipt>), ApiError> {
     let started = Instant::now();
-    let result = ingest(&state, &cluster, &headers, &body).await;
+    let result = ingest(&state, &cluster, &headers, body).await;
     let m = &state.metrics;
     match &result {
         Ok((status, _)) => {
@@ -98,21 +146,30 @@ async fn ingest(
     state: &AppState,
     cluster: &str,
     headers: &HeaderMap,
-    body: &[u8],
+    body: Body,
 ) -> Result<(StatusCode, Json<TelemetryReceipt>), ApiError> {
     let encoding = encoding(headers)?;
+    let entry = cluster_entry(state, cluster).await?;
+    let info = entry.info();
+    let limit = window_body_limit(&info.topology, encoding).min(state.config.max_body_bytes);
+    let body = read_body(headers, body, limit).await?;
     state
         .metrics
         .ingest_bytes
         .with_label_values(&[encoding.label()])
         .inc_by(body.len() as u64);
-    let entry = cluster_entry(state, cluster).await?;
-    let info = entry.info();
     let raw = match encoding {
-        Encoding::Json => RawWindow::from_json(body),
-        Encoding::Binary => window_binary::decode(body),
+        Encoding::Json => RawWindow::from_json(&body),
+        Encoding::Binary => window_binary::decode(&body),
     }
-    .map_err(|e| ApiError::bad_request(ErrorCode::MalformedWindow, e.to_string()))?;
+    .map_err(|e| match e {
+        // Ragged rows are a shape error like any other: 422.
+        DecodeError::Shape { .. } => {
+            ApiError::unprocessable(ErrorCode::InvalidWindow, e.to_string())
+        }
+        _ => ApiError::bad_request(ErrorCode::MalformedWindow, e.to_string()),
+    })?;
+    drop(body);
     let now = now_ms();
     let window = TelemetryWindow::from_raw(raw, &info.topology, now).map_err(invalid)?;
     let logical = logical_load(state, &entry, &window).await?;
@@ -158,6 +215,17 @@ async fn ingest(
                 window.seq,
                 window.worker.as_str()
             ),
+        )),
+        IngestOutcome::TopologyChanged { validated, current } => Err(ApiError::conflict(
+            ErrorCode::LineageMismatch,
+            format!(
+                "the cluster's topology changed (lineage {validated} to {current}) while this window was stored; \
+                 nothing was stored: read the cluster's topology and send windows for it"
+            ),
+        )),
+        IngestOutcome::ClusterGone => Err(ApiError::not_found(
+            ErrorCode::ClusterNotFound,
+            format!("cluster {} was deleted; nothing was stored", info.name),
         )),
         IngestOutcome::UnknownWorker => Err(ApiError::unprocessable(
             ErrorCode::UnknownWorker,

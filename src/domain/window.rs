@@ -163,14 +163,26 @@ fn check_shape(
     Ok(())
 }
 
+/// The largest count one cell of a window may hold: token-to-expert
+/// assignments of one worker in one window. A GPU routes well under 1e7
+/// tokens a second, so 1e15 is decades of traffic; what it rules out are
+/// finite values so large (1e308) that the sums the planner takes over
+/// layers, GPUs and windows overflow to infinity. Any sum of such counts
+/// over the limits' sizes and a retention's windows stays far below f64's
+/// range.
+pub const MAX_COUNT: f64 = 1e15;
+
 fn check_values(field: &'static str, cols: usize, values: &[f64]) -> Result<(), WindowError> {
-    match values.iter().position(|v| !(v.is_finite() && *v >= 0.0)) {
+    match values
+        .iter()
+        .position(|v| !(v.is_finite() && (0.0..=MAX_COUNT).contains(v)))
+    {
         None => Ok(()),
         Some(i) => Err(WindowError::Entry {
             field,
             layer: i / cols,
             index: i % cols,
-            detail: format!("{} is not a finite non-negative count", values[i]),
+            detail: format!("{} is not a count between 0 and {MAX_COUNT:e}", values[i]),
         }),
     }
 }

@@ -126,9 +126,12 @@ impl Store {
                     .bind(now_ms)
                     .execute(&mut *tx.tx)
                     .await?;
+                // Receipts are per lineage; the old lineage's can never
+                // match again.
                 for table in [
                     "DELETE FROM workers WHERE cluster = $1",
                     "DELETE FROM load_window_layers WHERE cluster = $1",
+                    "DELETE FROM telemetry_receipts WHERE cluster = $1",
                 ] {
                     sqlx::query(table)
                         .bind(name.as_str())
@@ -156,5 +159,39 @@ impl Store {
         self.announce_change(&mut tx, name).await?;
         tx.commit().await?;
         Ok(outcome)
+    }
+
+    /// Removes a cluster and everything stored for it (workers, receipts,
+    /// load windows, plans, acks, decisions) in one transaction under the
+    /// cluster lock, so an ingest batch or a publish sees it whole or not at
+    /// all. Returns whether it existed.
+    pub async fn delete_cluster(&self, name: &ClusterName) -> StoreResult<bool> {
+        let mut tx = self.write().await?;
+        self.lock_cluster(&mut tx, name).await?;
+        let deleted = sqlx::query("DELETE FROM clusters WHERE name = $1")
+            .bind(name.as_str())
+            .execute(&mut *tx.tx)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            tx.tx.rollback().await?;
+            return Ok(false);
+        }
+        for statement in [
+            "DELETE FROM workers WHERE cluster = $1",
+            "DELETE FROM telemetry_receipts WHERE cluster = $1",
+            "DELETE FROM load_window_layers WHERE cluster = $1",
+            "DELETE FROM plans WHERE cluster = $1",
+            "DELETE FROM acks WHERE cluster = $1",
+            "DELETE FROM planner_decisions WHERE cluster = $1",
+        ] {
+            sqlx::query(statement)
+                .bind(name.as_str())
+                .execute(&mut *tx.tx)
+                .await?;
+        }
+        self.announce_change(&mut tx, name).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 }

@@ -55,6 +55,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "window_grid",
         include_str!("../../migrations/0004_window_grid.sql"),
     ),
+    (
+        5,
+        "receipts_per_lineage",
+        include_str!("../../migrations/0005_receipts_per_lineage.sql"),
+    ),
 ];
 
 /// Which database the URL selected.

@@ -57,6 +57,8 @@ pub struct NewPlan {
 pub struct ClusterHead {
     pub cluster: ClusterName,
     pub lineage: i64,
+    /// Tells a cluster deleted and created again from the one before.
+    pub created_at_ms: i64,
     pub updated_at_ms: i64,
     pub latest_version: Option<i64>,
 }
@@ -193,7 +195,7 @@ impl Store {
     /// Every cluster's lineage and latest plan version in that lineage.
     pub async fn cluster_heads(&self) -> StoreResult<Vec<ClusterHead>> {
         let rows = sqlx::query(
-            "SELECT c.name, c.lineage, c.updated_at_ms,
+            "SELECT c.name, c.lineage, c.created_at_ms, c.updated_at_ms,
                     (SELECT max(p.version) FROM plans p WHERE p.cluster = c.name AND p.lineage = c.lineage) AS latest
              FROM clusters c",
         )
@@ -204,6 +206,7 @@ impl Store {
                 Ok(ClusterHead {
                     cluster: cluster_name(row, "name")?,
                     lineage: row.try_get("lineage")?,
+                    created_at_ms: row.try_get("created_at_ms")?,
                     updated_at_ms: row.try_get("updated_at_ms")?,
                     latest_version: row.try_get("latest")?,
                 })

@@ -2,9 +2,12 @@
 //! load windows.
 //!
 //! A batch of windows (see [`crate::ingest_queue`]) is one transaction: for
-//! each window, advance the worker's `last_seq` (the monotonicity check and
-//! the row lock in one statement) and record the `(worker, seq)` receipt;
-//! then add the accepted windows into their cluster load windows. The
+//! each window, check that its cluster still has the topology lineage it was
+//! validated against, advance the worker's `last_seq` (the monotonicity
+//! check and the row lock in one statement) and record the
+//! `(lineage, worker, seq)` receipt; then add the accepted windows into
+//! their cluster load windows. Receipts are per lineage because a topology
+//! change starts every worker's sequence again. The
 //! receipts and the sums commit together, so each accepted window is counted
 //! exactly once even when the process dies mid-batch, and nothing needs a
 //! second pass over raw windows later.
@@ -33,6 +36,11 @@ pub enum IngestOutcome {
     NotMonotone { last_seq: i64 },
     /// The worker is not part of the cluster's current topology.
     UnknownWorker,
+    /// The cluster's topology changed after the window was validated
+    /// against lineage `validated`; it fits lineage `current` no longer.
+    TopologyChanged { validated: i64, current: i64 },
+    /// The cluster was deleted after the window was validated.
+    ClusterGone,
 }
 
 /// One validated window to store.
@@ -77,13 +85,29 @@ impl Store {
         // read-modify-write that replicas must not interleave, and taking
         // them before any worker row keeps lock order fixed (no deadlocks).
         let clusters: BTreeSet<&ClusterName> = windows.iter().map(|w| &w.cluster).collect();
+        let mut lineages: BTreeMap<&str, Option<i64>> = BTreeMap::new();
         for cluster in &clusters {
             self.lock_cluster(&mut tx, cluster).await?;
+            // Under the lock a topology PUT (or DELETE) cannot slip in
+            // between this read and the commit.
+            let lineage: Option<i64> =
+                sqlx::query_scalar("SELECT lineage FROM clusters WHERE name = $1")
+                    .bind(cluster.as_str())
+                    .fetch_optional(&mut *tx.tx)
+                    .await?;
+            lineages.insert(cluster.as_str(), lineage);
         }
         let mut sums: BTreeMap<(&str, i64, i64), BatchSum> = BTreeMap::new();
         let mut outcomes = Vec::with_capacity(windows.len());
         for w in windows {
-            let outcome = record_receipt(&mut tx, w, now_ms).await?;
+            let outcome = match lineages.get(w.cluster.as_str()).copied().flatten() {
+                None => IngestOutcome::ClusterGone,
+                Some(current) if current != w.lineage => IngestOutcome::TopologyChanged {
+                    validated: w.lineage,
+                    current,
+                },
+                Some(_) => record_receipt(&mut tx, w, now_ms).await?,
+            };
             if outcome == IngestOutcome::Accepted {
                 let entry = sums
                     .entry((w.cluster.as_str(), w.lineage, w.bucket))
@@ -291,8 +315,8 @@ async fn window_grid(conn: &mut sqlx::AnyConnection) -> StoreResult<Option<Windo
     .transpose()
 }
 
-/// Checks one window inside `tx` and, when it is new, advances the worker's
-/// `last_seq` and records its receipt.
+/// Checks one window of the cluster's current lineage inside `tx` and, when
+/// it is new, advances the worker's `last_seq` and records its receipt.
 async fn record_receipt(
     tx: &mut WriteTx<'_>,
     w: &StagedWindow,
@@ -311,9 +335,11 @@ async fn record_receipt(
     .rows_affected();
     if advanced == 0 {
         let seen = sqlx::query(
-            "SELECT 1 FROM telemetry_receipts WHERE cluster = $1 AND worker = $2 AND seq = $3",
+            "SELECT 1 FROM telemetry_receipts
+             WHERE cluster = $1 AND lineage = $2 AND worker = $3 AND seq = $4",
         )
         .bind(w.cluster.as_str())
+        .bind(w.lineage)
         .bind(w.worker.as_str())
         .bind(w.seq)
         .fetch_optional(&mut *tx.tx)
@@ -333,9 +359,11 @@ async fn record_receipt(
         });
     }
     sqlx::query(
-        "INSERT INTO telemetry_receipts (cluster, worker, seq, received_at_ms) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO telemetry_receipts (cluster, lineage, worker, seq, received_at_ms)
+         VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(w.cluster.as_str())
+    .bind(w.lineage)
     .bind(w.worker.as_str())
     .bind(w.seq)
     .bind(now_ms)
@@ -410,4 +438,65 @@ async fn add_to_load_window(
         .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ballast_solver::Topology;
+
+    fn topology(slots: usize) -> Topology {
+        Topology::from_json(&format!(
+            r#"{{"num_layers": 2, "num_logical_experts": 4, "num_groups": 2,
+                "num_nodes": 1, "gpus_per_node": 2, "slots_per_gpu": {slots}}}"#
+        ))
+        .unwrap()
+    }
+
+    fn staged(cluster: &ClusterName, lineage: i64, seq: i64, t: &Topology) -> StagedWindow {
+        StagedWindow {
+            cluster: cluster.clone(),
+            lineage,
+            worker: WorkerName::of_gpu(0, t),
+            seq,
+            bucket: 1,
+            load: load_codec::encode(&[1.0; 8]),
+            values: 8,
+            layers: 2,
+        }
+    }
+
+    /// A window validated against a lineage that a topology PUT retired, or
+    /// for a cluster deleted meanwhile, is refused under the cluster lock;
+    /// seqs start again in the new lineage.
+    #[tokio::test]
+    async fn windows_count_only_in_the_lineage_they_were_validated_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}", dir.path().join("b.db").display());
+        let store = Store::connect(&url, 2).await.unwrap();
+        store.migrate().await.unwrap();
+        let c = ClusterName::parse("c1").unwrap();
+        let (old, new) = (topology(3), topology(4));
+        store.put_cluster(&c, &old, 0).await.unwrap();
+        let accepted = store.ingest_batch(&[staged(&c, 1, 5, &old)], 0).await;
+        assert_eq!(accepted.unwrap(), [IngestOutcome::Accepted]);
+        assert_eq!(store.put_cluster(&c, &new, 1).await.unwrap().lineage, 2);
+        let late = store.ingest_batch(&[staged(&c, 1, 6, &old)], 1).await;
+        assert_eq!(
+            late.unwrap(),
+            [IngestOutcome::TopologyChanged {
+                validated: 1,
+                current: 2
+            }]
+        );
+        // Seq 5 was used in lineage 1; in lineage 2 it is new.
+        let restarted = store.ingest_batch(&[staged(&c, 2, 5, &new)], 2).await;
+        assert_eq!(restarted.unwrap(), [IngestOutcome::Accepted]);
+        let again = store.ingest_batch(&[staged(&c, 2, 5, &new)], 2).await;
+        assert_eq!(again.unwrap(), [IngestOutcome::Duplicate]);
+        assert!(store.delete_cluster(&c).await.unwrap());
+        let gone = store.ingest_batch(&[staged(&c, 2, 7, &new)], 3).await;
+        assert_eq!(gone.unwrap(), [IngestOutcome::ClusterGone]);
+        assert!(!store.delete_cluster(&c).await.unwrap());
+    }
 }
