@@ -27,7 +27,10 @@ pub struct PlanQuery {
     pub format: Option<String>,
 }
 
-/// Parses `?wait=`: whole seconds (`30`), or a count of `ms`, `s` or `m`
+/// The grammar of `?wait=` as the OpenAPI document states it.
+pub const WAIT_PATTERN: &str = "^([0-9]{1,9}(ms|s|m)?)?$";
+
+/// Parses `?wait=` ([`WAIT_PATTERN`]): whole seconds (`30`), or a count of `ms`, `s` or `m`
 /// (`500ms`, `30s`, `2m`), at most nine digits, capped at `max`; empty
 /// means no wait. The OpenAPI document states the same grammar as a
 /// pattern, so a client can check it before sending.
