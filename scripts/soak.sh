@@ -40,13 +40,15 @@ cargo build $cargo_profile -p ballast --bin ballast
 cargo build $cargo_profile -p ballast-worker --example soak
 
 out=$(mktemp -d /tmp/ballast-soak.XXXXXX)
+# Copies, so a rebuild during the run cannot swap the binary under the supervisor.
+cp "target/$profile/ballast" "target/$profile/examples/soak" "$out/"
 echo "soak: $minutes min, kill -9 every ${kill_every}s, PostgreSQL restart every ${pg_every}s; files in $out" >&2
 base="http://127.0.0.1:$port"
 
 # The supervisor: restarts the service whenever it dies, until told to stop.
 (
     while [ ! -e "$out/stop" ]; do
-        BALLAST_LOG=warn "target/$profile/ballast" serve --listen "127.0.0.1:$port" \
+        BALLAST_LOG=warn "$out/ballast" serve --listen "127.0.0.1:$port" \
             --database-url "$database_url" --admin-token soak-admin --worker-token soak-worker \
             >>"$out/service.log" 2>&1 &
         echo $! >"$out/pid"
@@ -73,7 +75,7 @@ curl -fsS -X PUT "$base/v1/clusters/soak" -H 'authorization: Bearer soak-admin' 
 sleep 2
 rss_start=$(rss_of "$(cat "$out/pid")")
 
-"target/$profile/examples/soak" --service "$base" --cluster soak --token soak-worker \
+"$out/soak" --service "$base" --cluster soak --token soak-worker \
     --seconds "$seconds" --faults "$out/faults" --settle "$settle" >"$out/report.txt" 2>"$out/driver.log" &
 driver=$!
 
