@@ -9,19 +9,23 @@
 #   bash scripts/soak.sh                       # the full run, about 12 minutes
 #   bash scripts/soak.sh --minutes 2 --debug   # a trial
 #
+# PostgreSQL is a cluster of its own (`soak`, port 5439), created on first
+# use, so its restarts leave other databases on the machine alone.
+#
 # Flags: --minutes N (10), --kill-every S (30), --pg-restart-every S (120),
-# --port P (8421), --settle S (5: seconds after a fault left out of the
+# --port P (8421, the service), --pg-port P (5439), --settle S (5: seconds after a fault left out of the
 # calm p99), --debug (debug build instead of release).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-minutes=10 kill_every=30 pg_every=120 port=8421 settle=5 profile=release
+minutes=10 kill_every=30 pg_every=120 port=8421 pg_port=5439 settle=5 profile=release
 while [ $# -gt 0 ]; do
     case "$1" in
         --minutes) minutes=$2; shift 2 ;;
         --kill-every) kill_every=$2; shift 2 ;;
         --pg-restart-every) pg_every=$2; shift 2 ;;
         --port) port=$2; shift 2 ;;
+        --pg-port) pg_port=$2; shift 2 ;;
         --settle) settle=$2; shift 2 ;;
         --debug) profile=debug; shift ;;
         *) echo "unknown flag $1" >&2; exit 2 ;;
@@ -30,11 +34,21 @@ done
 seconds=$((minutes * 60))
 cargo_profile=$([ "$profile" = release ] && echo --release || true)
 
-admin_url=$(bash scripts/postgres.sh)
+# A PostgreSQL cluster of its own (port $pg_port), so restarting it does
+# not disturb anyone else's database on this machine.
+bash scripts/postgres.sh >/dev/null # installs PostgreSQL if absent
 version=$(ls /usr/lib/postgresql | sort -n | tail -n 1)
+if ! pg_lsclusters -h | awk '{print $1, $2}' | grep -qx "$version soak"; then
+    pg_createcluster "$version" soak --port "$pg_port" >&2
+fi
+pg_ctlcluster "$version" soak start >&2 || true
+for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p "$pg_port" && break; sleep 1; done
+as_postgres() { su postgres -c "psql -p $pg_port -qtAc \"$1\""; }
+[ "$(as_postgres "SELECT 1 FROM pg_roles WHERE rolname = 'ballast'")" = 1 ] ||
+    as_postgres "CREATE ROLE ballast LOGIN PASSWORD 'ballast' CREATEDB" >&2
 database="ballast_soak_$(date +%s)"
-su postgres -c "psql -qtAc \"CREATE DATABASE $database OWNER ballast\""
-database_url="${admin_url%/*}/$database"
+as_postgres "CREATE DATABASE $database OWNER ballast"
+database_url="postgres://ballast:ballast@127.0.0.1:$pg_port/$database"
 
 cargo build $cargo_profile -p ballast --bin ballast
 cargo build $cargo_profile -p ballast-worker --example soak
@@ -53,6 +67,7 @@ base="http://127.0.0.1:$port"
             >>"$out/service.log" 2>&1 &
         echo $! >"$out/pid"
         wait $! || true
+        sleep 0.2 # a start that fails at once (database restarting) is not a hot loop
     done
 ) &
 supervisor=$!
@@ -87,7 +102,7 @@ while :; do
     [ "$elapsed" -ge "$seconds" ] && break
     if [ $((elapsed % pg_every)) -eq 0 ]; then
         date +%s%3N >>"$out/faults"
-        pg_ctlcluster "$version" main restart
+        pg_ctlcluster "$version" soak restart
         echo "t=${elapsed}s PostgreSQL restarted" >&2
     elif [ $((elapsed % kill_every)) -eq 0 ]; then
         pid=$(cat "$out/pid")
@@ -103,7 +118,7 @@ wait "$driver" && driver_ok=0 || driver_ok=$?
 touch "$out/stop"
 kill -TERM "$(cat "$out/pid")" 2>/dev/null || true
 wait "$supervisor" 2>/dev/null || true
-su postgres -c "psql -qtAc \"DROP DATABASE IF EXISTS $database\"" || true
+as_postgres "DROP DATABASE IF EXISTS $database" || true
 
 cat "$out/report.txt"
 echo "service RSS: ${rss_start} kB at the start, ${rss_end} kB at the end;" \
