@@ -95,16 +95,22 @@ rss_start=$(rss_of "$(cat "$out/pid")")
 driver=$!
 
 started=$(date +%s)
+next_kill=$kill_every next_pg=$pg_every
 incarnation_end_rss=()
+# Deadlines rather than `elapsed % period`: a slow loop turn skips no fault.
 while :; do
-    sleep 1
+    sleep 0.5
     elapsed=$(($(date +%s) - started))
     [ "$elapsed" -ge "$seconds" ] && break
-    if [ $((elapsed % pg_every)) -eq 0 ]; then
+    if [ "$elapsed" -ge "$next_pg" ]; then
+        next_pg=$((next_pg + pg_every))
+        # A kill due at the same second waits for the next turn.
+        [ "$next_kill" -le "$elapsed" ] && next_kill=$((elapsed + 1))
         date +%s%3N >>"$out/faults"
         pg_ctlcluster "$version" soak restart
         echo "t=${elapsed}s PostgreSQL restarted" >&2
-    elif [ $((elapsed % kill_every)) -eq 0 ]; then
+    elif [ "$elapsed" -ge "$next_kill" ]; then
+        next_kill=$((next_kill + kill_every))
         pid=$(cat "$out/pid")
         incarnation_end_rss+=("$(rss_of "$pid")")
         date +%s%3N >>"$out/faults"
