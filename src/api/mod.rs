@@ -302,39 +302,6 @@ pub(crate) fn parse_cluster(name: &str) -> Result<ClusterName, ApiError> {
         .map_err(|e| ApiError::bad_request(ErrorCode::InvalidClusterName, e.to_string()))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::loggable_uri;
-
-    #[test]
-    fn integers_and_limits_follow_the_document() {
-        use super::{parse_integer, parse_limit};
-        assert_eq!(parse_integer("395"), Some(395));
-        assert_eq!(parse_integer("395.0"), Some(395));
-        assert_eq!(parse_integer("395.5"), None);
-        assert_eq!(parse_integer("9223372036854775808"), None);
-        assert_eq!(parse_limit(None).unwrap(), 20);
-        assert_eq!(parse_limit(Some("1000")).unwrap(), 1000);
-        for refused in ["0", "1001", "-1", "", "x"] {
-            assert!(parse_limit(Some(refused)).is_err(), "{refused}");
-        }
-    }
-
-    #[test]
-    fn query_secrets_stay_out_of_logs() {
-        let uri = "/v1/clusters/a/plans?limit=5&access_token=s3cret&TOKEN=x&wait=1s"
-            .parse()
-            .unwrap();
-        let logged = loggable_uri(&uri);
-        assert!(!logged.contains("s3cret"), "{logged}");
-        assert_eq!(
-            logged,
-            "/v1/clusters/a/plans?limit=5&access_token=<redacted>&TOKEN=<redacted>&wait=1s"
-        );
-        assert_eq!(loggable_uri(&"/healthz".parse().unwrap()), "/healthz");
-    }
-}
-
 /// An integer in a path or query: `395`, or `395.0` (JSON Schema's
 /// `integer` includes numbers with a zero fraction, and clients generated
 /// from the OpenAPI document may write them so).
@@ -405,4 +372,37 @@ pub(crate) async fn plan_version(
             ),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loggable_uri;
+
+    #[test]
+    fn integers_and_limits_follow_the_document() {
+        use super::{parse_integer, parse_limit};
+        assert_eq!(parse_integer("395"), Some(395));
+        assert_eq!(parse_integer("395.0"), Some(395));
+        assert_eq!(parse_integer("395.5"), None);
+        assert_eq!(parse_integer("9223372036854775808"), None);
+        assert_eq!(parse_limit(None).unwrap(), 20);
+        assert_eq!(parse_limit(Some("1000")).unwrap(), 1000);
+        for refused in ["0", "1001", "-1", "", "x"] {
+            assert!(parse_limit(Some(refused)).is_err(), "{refused}");
+        }
+    }
+
+    #[test]
+    fn query_secrets_stay_out_of_logs() {
+        let uri = "/v1/clusters/a/plans?limit=5&access_token=s3cret&TOKEN=x&wait=1s"
+            .parse()
+            .unwrap();
+        let logged = loggable_uri(&uri);
+        assert!(!logged.contains("s3cret"), "{logged}");
+        assert_eq!(
+            logged,
+            "/v1/clusters/a/plans?limit=5&access_token=<redacted>&TOKEN=<redacted>&wait=1s"
+        );
+        assert_eq!(loggable_uri(&"/healthz".parse().unwrap()), "/healthz");
+    }
 }
