@@ -81,6 +81,34 @@ async fn slow_loris_is_cut_off_after_the_header_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_body_fails_after_the_body_timeout() {
+    let app = spawn_app_with(Db::Sqlite, &["--body-read-timeout", "1s"]).await;
+    app.create_small("c1").await;
+    let mut stream = TcpStream::connect(address(&app)).await.unwrap();
+    // Promises 100 bytes, sends 10, then nothing.
+    stream
+        .write_all(
+            b"POST /v1/clusters/c1/telemetry HTTP/1.1\r\nHost: ballast\r\n\
+              Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"worker\":",
+        )
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(6), stream.read(&mut buf))
+        .await
+        .expect("the server answers a stalled body")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(started.elapsed() >= Duration::from_millis(800));
+    assert!(closed_within(&mut stream, Duration::from_secs(3))
+        .await
+        .is_some());
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_flood_neither_starves_healthz_nor_stays_open() {
     let app = spawn_app_with(Db::Sqlite, &["--header-read-timeout", "2s"]).await;
     // Bounded: 256 idle loopback connections that never send a byte.
