@@ -10,7 +10,7 @@ use ballast_solver::{Policy, Split};
 use clap::{Args, ValueEnum};
 
 use crate::args::{policy_parser, split_parser};
-use crate::store::DEFAULT_DATABASE_URL;
+use crate::store::{SqliteSynchronous, DEFAULT_DATABASE_URL};
 use crate::time::WindowGrid;
 
 /// Log output format.
@@ -120,6 +120,25 @@ pub struct ServeArgs {
     /// How long shutdown waits for in-flight requests.
     #[arg(long, env = "BALLAST_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub shutdown_timeout: Duration,
+    /// Longest time a client may take to send a request's headers; also how
+    /// long an idle keep-alive connection is kept open.
+    #[arg(long, env = "BALLAST_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub header_read_timeout: Duration,
+    /// Longest pause while reading a request body before the request fails.
+    #[arg(long, env = "BALLAST_BODY_READ_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub body_read_timeout: Duration,
+    /// Open HTTP connections at most; more wait in the accept backlog.
+    /// Lowered at start if the open-file limit cannot hold them.
+    #[arg(long, env = "BALLAST_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+    /// `/readyz` answers not ready when the database has not answered within this.
+    #[arg(long, env = "BALLAST_READY_TIMEOUT", default_value = "1s", value_parser = duration)]
+    pub ready_timeout: Duration,
+    /// SQLite durability: `normal` keeps every acknowledged window through a
+    /// process crash (kill -9) but may lose the last ones on power loss or an
+    /// OS crash; `full` syncs every commit to disk and survives both, slower.
+    #[arg(long, env = "BALLAST_SQLITE_SYNCHRONOUS", value_enum, default_value_t = SqliteSynchronous::Normal)]
+    pub sqlite_synchronous: SqliteSynchronous,
 }
 
 /// Bearer tokens; both absent means no authentication (loopback only).
@@ -167,6 +186,11 @@ pub struct ServeConfig {
     pub max_wait: Duration,
     pub max_body_bytes: usize,
     pub shutdown_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub max_connections: usize,
+    pub ready_timeout: Duration,
+    pub sqlite_synchronous: SqliteSynchronous,
 }
 
 impl ServeConfig {
@@ -210,6 +234,9 @@ impl ServeArgs {
                 bail!("--{name} must be a non-negative number, got {v}");
             }
         }
+        if self.max_connections == 0 {
+            bail!("--max-connections must be at least 1");
+        }
         if self.db_max_connections == 0 {
             bail!("--db-max-connections must be at least 1");
         }
@@ -248,6 +275,11 @@ impl ServeArgs {
             max_wait: self.max_wait,
             max_body_bytes: self.max_body_bytes,
             shutdown_timeout: self.shutdown_timeout,
+            header_read_timeout: positive("header-read-timeout", self.header_read_timeout)?,
+            body_read_timeout: positive("body-read-timeout", self.body_read_timeout)?,
+            max_connections: self.max_connections,
+            ready_timeout: positive("ready-timeout", self.ready_timeout)?,
+            sqlite_synchronous: self.sqlite_synchronous,
         })
     }
 }

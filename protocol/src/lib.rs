@@ -23,6 +23,7 @@
 pub mod clusters;
 pub mod error;
 pub mod health;
+pub mod integer;
 pub mod plans;
 #[cfg(feature = "shutdown")]
 pub mod shutdown;

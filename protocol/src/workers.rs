@@ -41,6 +41,7 @@ pub enum WorkerState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AckRequest {
+    #[serde(deserialize_with = "crate::integer::i64")]
     pub version: i64,
 }
 

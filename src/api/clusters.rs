@@ -11,18 +11,39 @@ use crate::state::AppState;
 use crate::time::{now_ms, rfc3339};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use ballast_protocol::{
     Cluster, ClusterList, ClusterSummary, ErrorCode, TopologyUpdate, WorkerCounts,
 };
 
+/// A topology is JSON; another media type is refused (415) rather than
+/// parsed anyway, as the OpenAPI document says.
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    if media.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::UnsupportedMediaType,
+            format!("Content-Type `{content_type}`: send the topology as application/json"),
+        ))
+    }
+}
+
 pub async fn put(
     State(state): State<AppState>,
     Path(cluster): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<TopologyUpdate>), ApiError> {
     let name = parse_cluster(&cluster)?;
+    require_json(&headers)?;
     let topology = parse_topology(&body)
         .map_err(|e| ApiError::bad_request(ErrorCode::InvalidTopology, e.to_string()))?;
     let outcome = state.store.put_cluster(&name, &topology, now_ms()).await?;

@@ -14,7 +14,7 @@ use crate::state::AppState;
 
 #[derive(Deserialize)]
 pub struct DiffQuery {
-    from: Option<i64>,
+    from: Option<String>,
 }
 
 pub async fn diff(
@@ -24,7 +24,10 @@ pub async fn diff(
 ) -> Result<Json<PlanDiff>, ApiError> {
     let entry = cluster_entry(&state, &cluster).await?;
     let to_version = parse_version(&version)?;
-    let from_version = query.from.unwrap_or(to_version - 1);
+    let from_version = match query.from.as_deref() {
+        Some(text) => parse_version(text)?,
+        None => to_version - 1,
+    };
     let to = plan_version(&state, &entry, to_version).await?;
     let from = plan_version(&state, &entry, from_version).await?;
     if from.lineage != to.lineage {

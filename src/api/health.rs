@@ -16,8 +16,9 @@ pub async fn healthz() -> Json<Health> {
     })
 }
 
-pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
-    let database = state.store.ping().await;
+/// The database checks: does it answer, and is every migration applied.
+async fn database_checks(state: &AppState) -> (Result<(), String>, Result<bool, String>) {
+    let database = state.store.ping().await.map_err(|e| e.to_string());
     let migrations = match &database {
         Ok(()) => state
             .store
@@ -26,6 +27,20 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
             .map_err(|e| e.to_string()),
         Err(_) => Err("database unreachable".to_owned()),
     };
+    (database, migrations)
+}
+
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
+    // A probe must get its answer within its own timeout: a database that
+    // hangs (partitioned, restarting) would otherwise hold it for the pool's
+    // acquire timeout or longer.
+    let deadline = state.config.ready_timeout;
+    let (database, migrations) = tokio::time::timeout(deadline, database_checks(&state))
+        .await
+        .unwrap_or_else(|_| {
+            let late = format!("the database did not answer within {deadline:?} (--ready-timeout)");
+            (Err(late), Err("database unreachable".to_owned()))
+        });
     let stall = state.config.planner_stall_timeout;
     let age = state.heartbeat.age();
     let planner_ok = age.is_some_and(|a| a <= stall);
@@ -37,7 +52,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
         checks: ReadinessChecks {
             database: Check {
                 ok: database_ok,
-                error: database.err().map(|e| e.to_string()),
+                error: database.err(),
             },
             migrations: Check {
                 ok: migrations_ok,

@@ -33,6 +33,7 @@ use axum::Router;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use ballast_protocol::ErrorCode;
@@ -209,20 +210,49 @@ pub fn router(state: AppState) -> Router {
         .layer(from_fn_with_state(state.clone(), record_metrics))
         .layer(from_fn(json_errors))
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
-        .layer(
-            TraceLayer::new_for_http().make_span_with(|req: &Request| {
-                let id = req
-                    .extensions()
-                    .get::<RequestId>()
-                    .and_then(|id| id.header_value().to_str().ok())
-                    .unwrap_or("-")
-                    .to_owned();
-                tracing::info_span!("request", method = %req.method(), uri = %req.uri(), request_id = %id)
-            }),
-        )
+        // A client that stops sending its body mid-way fails (400) instead
+        // of holding the request open.
+        .layer(RequestBodyTimeoutLayer::new(state.config.body_read_timeout))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let id = req
+                .extensions()
+                .get::<RequestId>()
+                .and_then(|id| id.header_value().to_str().ok())
+                .unwrap_or("-")
+                .to_owned();
+            let uri = loggable_uri(req.uri());
+            tracing::info_span!("request", method = %req.method(), uri = %uri, request_id = %id)
+        }))
         .layer(PropagateRequestIdLayer::new(header.clone()))
         .layer(SetRequestIdLayer::new(header, Counter::default()))
         .with_state(state)
+}
+
+/// The request target as logs show it: the path, and the query with the
+/// value of any parameter that may carry a secret (`token=`,
+/// `access_token=`, `key=`, ...) replaced, so a client that puts its token
+/// in the URL does not leak it into the logs.
+fn loggable_uri(uri: &axum::http::Uri) -> String {
+    let Some(query) = uri.query() else {
+        return uri.path().to_owned();
+    };
+    let query = query
+        .split('&')
+        .map(|pair| {
+            let (name, _) = pair.split_once('=').unwrap_or((pair, ""));
+            let lower = name.to_ascii_lowercase();
+            let secret = ["token", "key", "secret", "auth", "pass", "sig"]
+                .iter()
+                .any(|word| lower.contains(word));
+            if secret {
+                format!("{name}=<redacted>")
+            } else {
+                pair.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("&");
+    format!("{}?{query}", uri.path())
 }
 
 /// Counts requests and latency per route template (bounded labels).
@@ -295,8 +325,40 @@ pub(crate) fn parse_cluster(name: &str) -> Result<ClusterName, ApiError> {
         .map_err(|e| ApiError::bad_request(ErrorCode::InvalidClusterName, e.to_string()))
 }
 
+/// An integer in a path or query: `395`, or `395.0` (JSON Schema's
+/// `integer` includes numbers with a zero fraction, and clients generated
+/// from the OpenAPI document may write them so).
+pub(crate) fn parse_integer(text: &str) -> Option<i64> {
+    let digits = match text.split_once('.') {
+        Some((whole, fraction)) if fraction.bytes().all(|b| b == b'0') => whole,
+        Some(_) => return None,
+        None => text,
+    };
+    digits.parse::<i64>().ok()
+}
+
+/// The largest `?limit=` the OpenAPI document allows.
+pub(crate) const MAX_LIMIT: i64 = 1000;
+
+/// `?limit=`: 1 to [`MAX_LIMIT`], 20 when absent; anything else is refused
+/// (not clamped), as the OpenAPI document says.
+pub(crate) fn parse_limit(text: Option<&str>) -> Result<usize, ApiError> {
+    let Some(text) = text else {
+        return Ok(20);
+    };
+    parse_integer(text)
+        .filter(|v| (1..=MAX_LIMIT).contains(v))
+        .and_then(|v| usize::try_from(v).ok())
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                ErrorCode::InvalidQuery,
+                format!("limit=`{text}`: use an integer from 1 to {MAX_LIMIT}"),
+            )
+        })
+}
+
 pub(crate) fn parse_version(text: &str) -> Result<i64, ApiError> {
-    text.parse::<i64>().ok().filter(|v| *v >= 1).ok_or_else(|| {
+    parse_integer(text).filter(|v| *v >= 1).ok_or_else(|| {
         ApiError::bad_request(
             ErrorCode::InvalidVersion,
             format!("`{text}` is not a plan version (1, 2, ...)"),
@@ -333,4 +395,37 @@ pub(crate) async fn plan_version(
             ),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loggable_uri;
+
+    #[test]
+    fn integers_and_limits_follow_the_document() {
+        use super::{parse_integer, parse_limit};
+        assert_eq!(parse_integer("395"), Some(395));
+        assert_eq!(parse_integer("395.0"), Some(395));
+        assert_eq!(parse_integer("395.5"), None);
+        assert_eq!(parse_integer("9223372036854775808"), None);
+        assert_eq!(parse_limit(None).unwrap(), 20);
+        assert_eq!(parse_limit(Some("1000")).unwrap(), 1000);
+        for refused in ["0", "1001", "-1", "", "x"] {
+            assert!(parse_limit(Some(refused)).is_err(), "{refused}");
+        }
+    }
+
+    #[test]
+    fn query_secrets_stay_out_of_logs() {
+        let uri = "/v1/clusters/a/plans?limit=5&access_token=s3cret&TOKEN=x&wait=1s"
+            .parse()
+            .unwrap();
+        let logged = loggable_uri(&uri);
+        assert!(!logged.contains("s3cret"), "{logged}");
+        assert_eq!(
+            logged,
+            "/v1/clusters/a/plans?limit=5&access_token=<redacted>&TOKEN=<redacted>&wait=1s"
+        );
+        assert_eq!(loggable_uri(&"/healthz".parse().unwrap()), "/healthz");
+    }
 }

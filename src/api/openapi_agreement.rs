@@ -734,6 +734,57 @@ fn the_document_and_the_types_agree() {
     assert!(errors.is_empty(), "{}", errors.join("\n"));
 }
 
+/// Every query and path parameter's bounds are the ones the server's
+/// parsers enforce: what the document allows is served, what it forbids is
+/// refused (schemathesis checks both ways against a live server).
+#[test]
+fn parameters_match_the_parsers() {
+    use super::plans::{parse_wait, WAIT_PATTERN};
+    use super::{parse_limit, parse_version, MAX_LIMIT};
+    let doc = document_json();
+    let mut seen = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                let name = p["name"].as_str().unwrap();
+                let schema = &p["schema"];
+                let at = format!("{method} {path} {name}");
+                match name {
+                    "limit" => {
+                        assert_eq!(schema["minimum"], 1, "{at}");
+                        assert_eq!(schema["maximum"], MAX_LIMIT, "{at}");
+                        assert_eq!(schema["default"], 20, "{at}");
+                    }
+                    "version" | "from" => {
+                        assert_eq!(schema["minimum"], 1, "{at}");
+                        assert_eq!(schema["maximum"], i64::MAX, "{at}");
+                    }
+                    "wait" => assert_eq!(schema["pattern"], WAIT_PATTERN, "{at}"),
+                    _ => continue,
+                }
+                seen.insert(name.to_owned());
+            }
+        }
+    }
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    assert_eq!(parse_limit(Some("1000")).unwrap(), 1000);
+    assert!(parse_limit(Some("1001")).is_err());
+    assert_eq!(parse_version("9223372036854775807").unwrap(), i64::MAX);
+    assert!(parse_version("0").is_err());
+    let max = Duration::from_secs(60);
+    for ok in ["", "30", "30s", "500ms", "2m", "999999999m"] {
+        assert!(parse_wait(ok, max).is_ok(), "wait={ok}");
+    }
+    for refused in ["1h", "1.5s", "1234567890s", " 3s", "s", "3 s"] {
+        assert!(parse_wait(refused, max).is_err(), "wait={refused}");
+    }
+    let ack = doc
+        .pointer("/paths/~1v1~1clusters~1{cluster}~1workers~1{worker}~1ack/post/requestBody/content/application~1json/schema/properties/version")
+        .unwrap();
+    assert_eq!(ack["minimum"], 1);
+    assert_eq!(ack["maximum"], i64::MAX);
+}
+
 #[test]
 fn enums_list_exactly_the_variants() {
     let doc = document_json();

@@ -14,7 +14,7 @@ use ballast_solver::export::{self, Engine};
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::{cluster_entry, parse_version, plan_version};
+use super::{cluster_entry, parse_limit, parse_version, plan_version};
 use crate::plan_cache::PublishedPlan;
 use crate::state::AppState;
 use crate::time::rfc3339;
@@ -27,16 +27,36 @@ pub struct PlanQuery {
     pub format: Option<String>,
 }
 
-/// Parses `?wait=` (`30s`, `500ms`, or plain seconds), capped at `max`.
+/// The grammar of `?wait=` as the OpenAPI document states it.
+pub const WAIT_PATTERN: &str = "^([0-9]{1,9}(ms|s|m)?)?$";
+
+/// Parses `?wait=` ([`WAIT_PATTERN`]): whole seconds (`30`), or a count of `ms`, `s` or `m`
+/// (`500ms`, `30s`, `2m`), at most nine digits, capped at `max`; empty
+/// means no wait. The OpenAPI document states the same grammar as a
+/// pattern, so a client can check it before sending.
 pub fn parse_wait(text: &str, max: Duration) -> Result<Duration, ApiError> {
-    let wait = match text.parse::<u64>() {
-        Ok(secs) => Duration::from_secs(secs),
-        Err(_) => humantime::parse_duration(text).map_err(|_| {
-            ApiError::bad_request(
-                ErrorCode::InvalidQuery,
-                format!("wait=`{text}` is not a duration like 30s"),
-            )
-        })?,
+    let invalid = || {
+        ApiError::bad_request(
+            ErrorCode::InvalidQuery,
+            format!("wait=`{text}` is not a duration like 30s, 500ms or 2m"),
+        )
+    };
+    if text.is_empty() {
+        return Ok(Duration::ZERO);
+    }
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    if digits.is_empty() || digits.len() > 9 {
+        return Err(invalid());
+    }
+    let count: u64 = digits.parse().map_err(|_| invalid())?;
+    let wait = match unit {
+        "" | "s" => Duration::from_secs(count),
+        "ms" => Duration::from_millis(count),
+        "m" => Duration::from_secs(count * 60),
+        _ => return Err(invalid()),
     };
     Ok(wait.min(max))
 }
@@ -177,7 +197,7 @@ pub async fn by_version(
 
 #[derive(Deserialize)]
 pub struct ListQuery {
-    limit: Option<usize>,
+    limit: Option<String>,
 }
 
 pub async fn list(
@@ -187,7 +207,7 @@ pub async fn list(
 ) -> Result<Json<PlanList>, ApiError> {
     let entry = cluster_entry(&state, &cluster).await?;
     let info = entry.info();
-    let limit = query.limit.unwrap_or(20).clamp(1, 1000);
+    let limit = parse_limit(query.limit.as_deref())?;
     let plans = state
         .store
         .plan_summaries(&info.name, limit)

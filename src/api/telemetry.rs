@@ -15,8 +15,8 @@ use ballast_solver::Topology;
 use futures_util::StreamExt;
 use serde::Deserialize;
 
-use super::cluster_entry;
 use super::error::ApiError;
+use super::{cluster_entry, parse_limit};
 use crate::domain::load_codec;
 use crate::domain::{TelemetryWindow, WindowError, WindowLoad};
 use crate::plan_cache::ClusterEntry;
@@ -276,7 +276,7 @@ async fn logical_load(
 
 #[derive(Deserialize)]
 pub struct WindowsQuery {
-    limit: Option<usize>,
+    limit: Option<String>,
 }
 
 pub async fn windows(
@@ -287,7 +287,7 @@ pub async fn windows(
     let entry = cluster_entry(&state, &cluster).await?;
     let info = entry.info();
     let len = info.topology.num_layers() * info.topology.num_logical_experts();
-    let limit = query.limit.unwrap_or(20).clamp(1, 1000);
+    let limit = parse_limit(query.limit.as_deref())?;
     let windows = state
         .store
         .load_windows(

@@ -13,7 +13,7 @@ use ballast_protocol::{
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::{cluster_entry, parse_version, plan_version};
+use super::{cluster_entry, parse_limit, parse_version, plan_version};
 use crate::domain::WorkerName;
 use crate::state::AppState;
 use crate::store::workers::AckOutcome;
@@ -139,7 +139,7 @@ pub async fn rollout(
 
 #[derive(Deserialize)]
 pub struct DecisionsQuery {
-    limit: Option<usize>,
+    limit: Option<String>,
 }
 
 pub async fn decisions(
@@ -149,7 +149,7 @@ pub async fn decisions(
 ) -> Result<(StatusCode, Json<DecisionList>), ApiError> {
     let entry = cluster_entry(&state, &cluster).await?;
     let info = entry.info();
-    let limit = query.limit.unwrap_or(20).clamp(1, 1000);
+    let limit = parse_limit(query.limit.as_deref())?;
     let decisions = state
         .store
         .decisions(&info.name, limit)

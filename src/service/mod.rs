@@ -1,5 +1,6 @@
 //! `ballast serve`: configuration, start-up and shutdown of the service.
 
+pub mod http;
 pub mod logging;
 mod replica_sync;
 pub mod startup;

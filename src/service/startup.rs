@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use super::http::{self, HttpLimits};
 use super::replica_sync;
 use crate::api;
 use crate::config::ServeConfig;
@@ -34,20 +35,31 @@ impl Application {
     /// Connects and migrates the database, loads clusters and plans, binds
     /// the listener (port 0 picks a free port).
     pub async fn build(config: ServeConfig) -> anyhow::Result<Application> {
+        let mut config = config;
         if !config.tokens.enabled() {
             warn!(
                 listen = %config.listen,
                 "no --worker-token/--admin-token configured: authentication is off and only loopback addresses are allowed"
             );
+        } else if config.tokens.admin.is_none() {
+            warn!(
+                "only --worker-token is configured: the admin routes (PUT topology, rebalance) answer 401 to every caller until --admin-token is set"
+            );
         }
-        let store = Store::connect(&config.database_url, config.db_max_connections)
-            .await
-            .with_context(|| {
-                format!(
-                    "connecting to the database ({})",
-                    redacted(&config.database_url)
-                )
-            })?;
+        config.max_connections =
+            connection_budget(config.max_connections, config.db_max_connections);
+        let store = Store::connect_with(
+            &config.database_url,
+            config.db_max_connections,
+            config.sqlite_synchronous,
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "connecting to the database ({})",
+                redacted(&config.database_url)
+            )
+        })?;
         store.migrate().await.context("applying migrations")?;
         let grid = config.windows();
         let recorded = store
@@ -114,12 +126,12 @@ impl Application {
         let sync = tokio::spawn(replica_sync::run(state.clone()));
         let checkpoint = tokio::spawn(checkpoint_loop(state.clone()));
         let router = api::router(state.clone());
-        let mut stopped = state.shutdown.clone();
-        let server = axum::serve(listener, router).with_graceful_shutdown(async move {
-            // An error means the sender is gone: shut down as well.
-            let _ = stopped.wait_for(|s| *s).await;
-        });
-        let mut server = tokio::spawn(async move { server.await });
+        let limits = HttpLimits {
+            header_read_timeout: state.config.header_read_timeout,
+            max_connections: state.config.max_connections,
+        };
+        let server = http::serve(listener, router, limits, state.shutdown.clone());
+        let mut server = tokio::spawn(server);
         tokio::select! {
             _ = signal => {}
             result = &mut server => {
@@ -145,6 +157,33 @@ impl Application {
         state.store.close().await;
         info!("stopped");
         Ok(())
+    }
+}
+
+/// Descriptors kept back from `--max-connections` for the database pool,
+/// the SQLite files and the process's own.
+const RESERVED_DESCRIPTORS: u64 = 64;
+
+/// `--max-connections`, lowered (with a warning) to what the open-file
+/// limit can hold once it is raised as far as the hard limit allows: past
+/// it, `accept` fails and the database pool cannot open connections.
+fn connection_budget(max_connections: usize, db_connections: u32) -> usize {
+    let Some(files) = http::raise_open_file_limit() else {
+        return max_connections;
+    };
+    let room = files.saturating_sub(RESERVED_DESCRIPTORS + u64::from(db_connections));
+    let room = usize::try_from(room).unwrap_or(usize::MAX).max(1);
+    if room < max_connections {
+        warn!(
+            max_connections,
+            open_file_limit = files,
+            lowered_to = room,
+            "--max-connections exceeds what the open-file limit allows; lowered"
+        );
+        room
+    } else {
+        info!(open_file_limit = files, max_connections, "connection limit");
+        max_connections
     }
 }
 

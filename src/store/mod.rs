@@ -86,6 +86,17 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// SQLite's `synchronous` setting for the service's database (WAL mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum SqliteSynchronous {
+    /// Commits survive a process crash; an OS crash or power loss may drop
+    /// the last ones.
+    #[default]
+    Normal,
+    /// Every commit is synced to disk: it also survives power loss.
+    Full,
+}
+
 /// Whether a connection may write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Access {
@@ -124,17 +135,37 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite:ballast.db";
 impl Store {
     /// Connects to `url` (`sqlite:PATH`, created if missing, or `postgres://`).
     pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Store> {
-        Self::open(url, max_connections, Access::ReadWrite).await
+        Self::connect_with(url, max_connections, SqliteSynchronous::Normal).await
+    }
+
+    /// [`Store::connect`] with a choice of SQLite durability (ignored on PostgreSQL).
+    pub async fn connect_with(
+        url: &str,
+        max_connections: u32,
+        synchronous: SqliteSynchronous,
+    ) -> StoreResult<Store> {
+        Self::open(url, max_connections, Access::ReadWrite, synchronous).await
     }
 
     /// Connects to an existing database to read it beside the service that
     /// writes it (a replay reading history): an SQLite file is opened
     /// read-only and never created, a PostgreSQL session refuses writes.
     pub async fn connect_read_only(url: &str, max_connections: u32) -> StoreResult<Store> {
-        Self::open(url, max_connections, Access::ReadOnly).await
+        Self::open(
+            url,
+            max_connections,
+            Access::ReadOnly,
+            SqliteSynchronous::Normal,
+        )
+        .await
     }
 
-    async fn open(url: &str, max_connections: u32, access: Access) -> StoreResult<Store> {
+    async fn open(
+        url: &str,
+        max_connections: u32,
+        access: Access,
+        synchronous: SqliteSynchronous,
+    ) -> StoreResult<Store> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -165,13 +196,17 @@ impl Store {
                     let pragmas: &[&'static str] = match (backend, access) {
                         // WAL: readers never block the writer. synchronous=NORMAL
                         // in WAL mode loses nothing when the process dies (kill -9);
-                        // only an OS crash can drop the last commits. Automatic
+                        // only an OS crash or power loss can drop the last commits
+                        // (`--sqlite-synchronous full` closes that). Automatic
                         // checkpoints would run inside a writer's commit, under the
                         // writer gate, stalling every queued ingest for tens of
                         // milliseconds; `checkpoint` runs them beside the writers.
                         (Backend::Sqlite, Access::ReadWrite) => &[
                             "PRAGMA journal_mode = WAL",
-                            "PRAGMA synchronous = NORMAL",
+                            match synchronous {
+                                SqliteSynchronous::Normal => "PRAGMA synchronous = NORMAL",
+                                SqliteSynchronous::Full => "PRAGMA synchronous = FULL",
+                            },
                             "PRAGMA busy_timeout = 10000",
                             "PRAGMA wal_autocheckpoint = 0",
                         ],

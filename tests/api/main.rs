@@ -6,7 +6,9 @@ mod helpers;
 
 mod auth;
 mod clusters;
+mod contract;
 mod crash;
+mod faults_http;
 mod faults_ingest;
 mod health;
 mod plans;
