@@ -7,6 +7,7 @@ mod helpers;
 mod auth;
 mod clusters;
 mod crash;
+mod faults_gpu;
 mod health;
 mod plans;
 mod replicas;
