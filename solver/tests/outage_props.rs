@@ -246,22 +246,25 @@ fn a_dead_gpu_moves_only_its_nodes_experts() {
 
 #[test]
 fn no_node_local_plan_when_a_node_cannot_hold_its_groups() {
-    // One GPU down leaves node 0 two slots for its four experts: two of them
-    // move whole to node 1, the fewest possible, and the plan says global.
+    // One GPU down leaves node 0 three slots for its four experts: the
+    // lightest moves whole to node 1, and the plan says global.
     let t = Topology::from_json(
         r#"{"num_layers": 1, "num_logical_experts": 8, "num_groups": 2,
-            "num_nodes": 2, "gpus_per_node": 2, "slots_per_gpu": 2}"#,
+            "num_nodes": 2, "gpus_per_node": 2, "slots_per_gpu": 3}"#,
     )
     .unwrap();
     let load = LoadMatrix::new(vec![vec![8.0, 7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0]], &t).unwrap();
     let out = solve(&t, &load, &options(Policy::Optimal, None, &[1])).unwrap();
     check_outage(&t, &load, &[1], &out.plan).unwrap();
     assert_eq!(out.stats.placement, Placement::Global);
+    let row = out.plan.layer(0);
+    let home = row[6..].iter().filter(|&&e| e < 4).collect::<Vec<_>>();
+    assert!(!home.is_empty() && home.iter().all(|&&e| e == 3), "{row:?}");
     assert_eq!(model_bounds_down(&t, &load, &[1]).node_local, None);
     let err = solve(&t, &load, &options(Policy::OptimalHierarchical, None, &[1])).unwrap_err();
     assert!(matches!(err, PlanError::Unsupported(_)), "{err}");
     let err = solve(&t, &load, &options(Policy::Optimal, None, &[0, 1, 2])).unwrap_err();
-    assert!(matches!(err, PlanError::Capacity { live_slots: 2, experts: 8, .. }), "{err}");
+    assert!(matches!(err, PlanError::Capacity { live_slots: 3, experts: 8, .. }), "{err}");
     let err = solve(&t, &load, &options(Policy::Optimal, None, &[4])).unwrap_err();
     assert!(matches!(err, PlanError::InvalidOption(_)), "{err}");
 }
