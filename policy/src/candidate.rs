@@ -11,7 +11,9 @@
 use std::time::Duration;
 
 use ballast_solver::planner::PlanError;
-use ballast_solver::{score, solve, LoadMatrix, Plan, PlanOptions, PlanStats, Policy, Split, Topology};
+use ballast_solver::{
+    score, solve, LoadMatrix, Plan, PlanOptions, PlanStats, Policy, Split, Topology,
+};
 use thiserror::Error;
 
 /// Everything a candidate needs, owned so it can move to a blocking thread.
@@ -162,6 +164,33 @@ mod tests {
         }
         assert!(c.current_uses_excluded);
         assert!(c.predicted >= 1.0);
+    }
+
+    #[test]
+    fn excluding_a_gpu_keeps_its_node_local_plan_node_local() {
+        // 2 nodes x 2 GPUs x 3 slots, 4 experts in 2 groups: one GPU down
+        // still leaves its node room for its group.
+        let t = Topology::from_json(
+            r#"{"num_layers": 1, "num_logical_experts": 4, "num_groups": 2,
+                "num_nodes": 2, "gpus_per_node": 2, "slots_per_gpu": 3}"#,
+        )
+        .unwrap();
+        let estimate = LoadMatrix::new(vec![vec![8.0, 1.0, 4.0, 2.0]], &t).unwrap();
+        let input = |current, excluded| CandidateInput {
+            topology: t.clone(),
+            estimate: estimate.clone(),
+            current,
+            policy: Policy::Optimal,
+            split: Split::Even,
+            balance_tolerance: 0.005,
+            time_limit: None,
+            excluded,
+        };
+        let first = build(input(None, vec![])).unwrap();
+        let c = build(input(Some(first.plan.clone()), vec![2])).unwrap();
+        assert!(!routes_to(&t, &c.plan, &[2]));
+        assert!(score::score(&t, &estimate, &c.plan).is_node_local());
+        assert_eq!(c.plan.layer(0)[6..9], first.plan.layer(0)[6..9]);
     }
 
     #[test]

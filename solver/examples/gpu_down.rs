@@ -62,7 +62,11 @@ fn case(topology: &str, load: &str, gpu: usize) {
     println!("{topology} / {load}, GPU {gpu} down:");
     let before = run(&t, &l, options(Policy::Optimal, None, &[]));
     row("all up", &t, &l, &before.0.plan, &before);
-    let replan = run(&t, &l, options(Policy::Optimal, Some(&before.0.plan), &[gpu]));
+    let replan = run(
+        &t,
+        &l,
+        options(Policy::Optimal, Some(&before.0.plan), &[gpu]),
+    );
     row("re-plan", &t, &l, &before.0.plan, &replan);
     let fresh = run(&t, &l, options(Policy::Optimal, None, &[gpu]));
     row("fresh", &t, &l, &before.0.plan, &fresh);

@@ -9,9 +9,7 @@
 //! - the reported bound is `model_bounds_down`'s and never above the plan.
 
 use ballast_solver::planner::{Placement, PlanError, PlanOptions, Policy, Split};
-use ballast_solver::{
-    model_bounds_down, score, solve, LoadMatrix, Plan, Topology, TopologySpec,
-};
+use ballast_solver::{model_bounds_down, score, solve, LoadMatrix, Plan, Topology, TopologySpec};
 use proptest::prelude::*;
 
 const EPS: f64 = 1e-9;
@@ -117,7 +115,9 @@ fn check_outage(
     plan: &Plan,
 ) -> Result<(), TestCaseError> {
     let s = t.slots_per_gpu();
-    let shares = plan.replica_share().expect("plans around down GPUs carry shares");
+    let shares = plan
+        .replica_share()
+        .expect("plans around down GPUs carry shares");
     for (l, (row, share)) in plan.phy2log().iter().zip(shares).enumerate() {
         let mut live = vec![0.0; t.num_logical_experts()];
         for (p, (&e, &x)) in row.iter().zip(share).enumerate() {
@@ -128,7 +128,12 @@ fn check_outage(
             }
         }
         for (e, sum) in live.iter().enumerate() {
-            prop_assert!((sum - 1.0).abs() < 1e-9, "expert {} has live share {}", e, sum);
+            prop_assert!(
+                (sum - 1.0).abs() < 1e-9,
+                "expert {} has live share {}",
+                e,
+                sum
+            );
         }
     }
     let loads = score::score(t, load, plan);
@@ -264,7 +269,17 @@ fn no_node_local_plan_when_a_node_cannot_hold_its_groups() {
     let err = solve(&t, &load, &options(Policy::OptimalHierarchical, None, &[1])).unwrap_err();
     assert!(matches!(err, PlanError::Unsupported(_)), "{err}");
     let err = solve(&t, &load, &options(Policy::Optimal, None, &[0, 1, 2])).unwrap_err();
-    assert!(matches!(err, PlanError::Capacity { live_slots: 3, experts: 8, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            PlanError::Capacity {
+                live_slots: 3,
+                experts: 8,
+                ..
+            }
+        ),
+        "{err}"
+    );
     let err = solve(&t, &load, &options(Policy::Optimal, None, &[4])).unwrap_err();
     assert!(matches!(err, PlanError::InvalidOption(_)), "{err}");
 }

@@ -121,7 +121,11 @@ both!(a_down_gpu_keeps_the_plan_node_local, |db| async move {
     let v2 = app.rebalance("c1").await;
     let during = app.get_json(&format!("/v1/clusters/c1/plans/{v2}")).await;
     assert_eq!(during["stats"]["excluded_gpus"], json!([DEAD]));
-    assert_eq!(during["stats"]["placement"], "hierarchical", "{}", during["stats"]);
+    assert_eq!(
+        during["stats"]["placement"], "hierarchical",
+        "{}",
+        during["stats"]
+    );
     let new = rows(&during, "phy2log").unwrap();
     let shares = rows(&during, "replica_share").expect("shares zero the down GPU");
     // Node-local, every group where it was, nothing loaded onto the dead GPU
@@ -129,7 +133,10 @@ both!(a_down_gpu_keeps_the_plan_node_local, |db| async move {
     assert_eq!(homes(&new), old_homes);
     for (l, (row, share)) in new.iter().zip(&shares).enumerate() {
         assert_eq!(gpu_slots(row, DEAD), gpu_slots(&old[l], DEAD), "layer {l}");
-        assert!(gpu_slots(share, DEAD).iter().all(|&s| s == 0.0), "layer {l}");
+        assert!(
+            gpu_slots(share, DEAD).iter().all(|&s| s == 0.0),
+            "layer {l}"
+        );
         // The same load: node 0, which lost nothing, keeps its slots.
         assert_eq!(row[..SLOTS_PER_NODE], old[l][..SLOTS_PER_NODE], "layer {l}");
     }

@@ -124,7 +124,15 @@ pub(super) fn plan(
     }
     fill_down_slots(topology, placement, previous, live, &units, &mut rows);
     if let Some(previous) = previous {
-        keep_unmoved(topology, load, previous, &units, &hosted, &mut rows, &mut shares);
+        keep_unmoved(
+            topology,
+            load,
+            previous,
+            &units,
+            &hosted,
+            &mut rows,
+            &mut shares,
+        );
     }
     let plan = Plan::new(rows, Some(shares), topology)
         .map_err(|e| PlanError::Internal(format!("plan around down GPUs: {e}")))?;
@@ -358,7 +366,10 @@ fn patch(slots: &[u32], experts: &[u32], weights: &[f64]) -> Vec<u32> {
             (0..local.len())
                 .filter(|&p| local[p].is_some_and(|y| count[y as usize] > 1))
                 .max_by(|&p, &q| {
-                    let (a, b) = (local[p].unwrap_or(0) as usize, local[q].unwrap_or(0) as usize);
+                    let (a, b) = (
+                        local[p].unwrap_or(0) as usize,
+                        local[q].unwrap_or(0) as usize,
+                    );
                     count[a]
                         .cmp(&count[b])
                         .then(weights[b].total_cmp(&weights[a]))
