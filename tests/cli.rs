@@ -230,6 +230,57 @@ fn previous_plan_makes_migrations_appear() {
 }
 
 #[test]
+fn down_gpus_take_no_load_and_the_plan_stays_node_local() {
+    // ep64: a node hosts one group of 32 experts on 8 x 5 slots, so with
+    // GPU 5 down its 35 live slots still hold the group.
+    let dir = TempDir::new().unwrap();
+    let topology = repo("data/topologies/ep64.json");
+    let load = repo("data/loads/E256_lognorm0.8.json");
+    let (first, second) = (
+        dir.path().join("first.json"),
+        dir.path().join("second.json"),
+    );
+    let before = solve(&topology, &load, &first, &[]);
+    let plan = solve(
+        &topology,
+        &load,
+        &second,
+        &["--previous", path_str(&first), "--down-gpus", "5"],
+    );
+    assert_eq!(plan["stats"]["placement"], "hierarchical");
+    let shares = plan["replica_share"].as_array().expect("shares");
+    for (l, layer) in shares.iter().enumerate() {
+        let gpu5 = &layer.as_array().unwrap()[25..30];
+        assert!(gpu5.iter().all(|s| s.as_f64() == Some(0.0)), "layer {l}");
+        assert_eq!(
+            plan["phy2log"][l].as_array().unwrap()[25..30],
+            before["phy2log"][l].as_array().unwrap()[25..30],
+            "layer {l}: nothing is loaded onto the down GPU"
+        );
+    }
+    let score = stdout_json(&[
+        "score",
+        "--topology",
+        path_str(&topology),
+        "--load",
+        path_str(&load),
+        "--plan",
+        path_str(&second),
+        "--json",
+    ]);
+    assert_eq!(score["node_local"], true);
+
+    ballast()
+        .args(["solve", "--topology", path_str(&topology), "--load"])
+        .args([path_str(&load), "--down-gpus", "64", "--out"])
+        .arg(path_str(&dir.path().join("never.json")))
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("down GPU 64"));
+    assert!(!dir.path().join("never.json").exists());
+}
+
+#[test]
 fn example_quick_start_runs_and_csv_matches_json() {
     let dir = TempDir::new().unwrap();
     let topology = repo("examples/topology.json");

@@ -2,18 +2,17 @@
 //! it on a blocking pool).
 //!
 //! The candidate is migration-aware: the solver gets the current plan as
-//! `previous`. When GPUs must be excluded, the solver plans a reduced
-//! topology of the live GPUs only (one node: node-local placement cannot be
-//! kept once arbitrary GPUs are gone), and the result is widened back to the
-//! full shape with `replica_share = 0` on the excluded GPUs' slots, which
-//! keep the experts they had (so excluding a GPU moves nothing onto it).
+//! `previous`. GPUs that must be excluded go to the solver as down GPUs
+//! (`PlanOptions::down_gpus`): their nodes keep their groups on the GPUs
+//! left, so the plan stays node-local where the live slots allow, and their
+//! slots get `replica_share = 0` while keeping the experts they had (so
+//! excluding a GPU moves nothing onto it).
 
 use std::time::Duration;
 
-use ballast_solver::plan::linear_row;
 use ballast_solver::planner::PlanError;
 use ballast_solver::{
-    score, solve, LoadMatrix, Plan, PlanOptions, PlanStats, Policy, Split, Topology, TopologySpec,
+    score, solve, LoadMatrix, Plan, PlanOptions, PlanStats, Policy, Split, Topology,
 };
 use thiserror::Error;
 
@@ -35,7 +34,7 @@ pub struct CandidateInput {
 #[derive(Debug, Clone)]
 pub struct Candidate {
     pub plan: Plan,
-    /// The solver's figures (for the live GPUs only when some are excluded).
+    /// The solver's figures.
     pub stats: PlanStats,
     pub solve_seconds: f64,
     /// Model imbalance of the candidate on the estimate.
@@ -58,8 +57,6 @@ pub enum CandidateError {
         live_slots: usize,
         experts: usize,
     },
-    #[error("the solver returned an unusable plan: {0}")]
-    Invalid(String),
 }
 
 pub fn build(input: CandidateInput) -> Result<Candidate, CandidateError> {
@@ -74,20 +71,28 @@ pub fn build(input: CandidateInput) -> Result<Candidate, CandidateError> {
         time_limit,
         excluded,
     } = input;
-    let options = |previous| PlanOptions {
+    let options = PlanOptions {
         policy,
         split,
-        previous,
+        previous: current.clone(),
         time_limit,
         balance_tolerance,
+        down_gpus: excluded.clone(),
         ..PlanOptions::default()
     };
-    let (plan, stats) = if excluded.is_empty() {
-        let outcome = solve(&topology, &estimate, &options(current.clone()))?;
-        (outcome.plan, outcome.stats)
-    } else {
-        solve_live(&topology, &estimate, current.as_ref(), &excluded, options)?
-    };
+    let outcome = solve(&topology, &estimate, &options).map_err(|err| match err {
+        PlanError::Capacity {
+            down,
+            live_slots,
+            experts,
+        } => CandidateError::Capacity {
+            excluded: down,
+            live_slots,
+            experts,
+        },
+        err => CandidateError::Solve(err),
+    })?;
+    let (plan, stats) = (outcome.plan, outcome.stats);
     let solve_seconds = started.elapsed().as_secs_f64();
     let predicted = score::score(&topology, &estimate, &plan).model_imbalance;
     Ok(Candidate {
@@ -116,68 +121,6 @@ pub fn routes_to(topology: &Topology, plan: &Plan, excluded: &[usize]) -> bool {
             .iter()
             .any(|&gpu| shares[gpu * s..(gpu + 1) * s].iter().any(|&x| x > 0.0))
     })
-}
-
-fn solve_live(
-    topology: &Topology,
-    estimate: &LoadMatrix,
-    current: Option<&Plan>,
-    excluded: &[usize],
-    options: impl Fn(Option<Plan>) -> PlanOptions,
-) -> Result<(Plan, PlanStats), CandidateError> {
-    let s = topology.slots_per_gpu();
-    let e = topology.num_logical_experts();
-    let live: Vec<usize> = (0..topology.num_gpus())
-        .filter(|g| !excluded.contains(g))
-        .collect();
-    if live.len() * s < e {
-        return Err(CandidateError::Capacity {
-            excluded: excluded.len(),
-            live_slots: live.len() * s,
-            experts: e,
-        });
-    }
-    let spec = topology.to_spec();
-    let reduced = Topology::new(TopologySpec {
-        num_nodes: 1,
-        gpus_per_node: live.len() as i64,
-        gpu_speed: Some(live.iter().map(|&g| topology.gpu_speed()[g]).collect()),
-        ..spec
-    })
-    .map_err(|err| CandidateError::Invalid(err.to_string()))?;
-    let live_rows = |rows: &[Vec<u32>]| -> Vec<Vec<u32>> {
-        rows.iter()
-            .map(|row| {
-                live.iter()
-                    .flat_map(|&g| row[g * s..(g + 1) * s].iter().copied())
-                    .collect()
-            })
-            .collect()
-    };
-    // The live part of the current plan is a valid previous plan only if it
-    // still places every expert; otherwise plan the live GPUs from scratch.
-    let previous = current.and_then(|c| Plan::new(live_rows(c.phy2log()), None, &reduced).ok());
-    let outcome = solve(&reduced, estimate, &options(previous))?;
-    let mut rows = Vec::with_capacity(topology.num_layers());
-    let mut shares = Vec::with_capacity(topology.num_layers());
-    for layer in 0..topology.num_layers() {
-        let mut row: Vec<u32> = match current {
-            Some(c) => c.layer(layer).to_vec(),
-            None => linear_row(topology),
-        };
-        let mut share = vec![0.0; topology.num_slots()];
-        let reduced_row = outcome.plan.layer(layer);
-        let reduced_shares = outcome.plan.layer_shares(layer, e);
-        for (i, &g) in live.iter().enumerate() {
-            row[g * s..(g + 1) * s].copy_from_slice(&reduced_row[i * s..(i + 1) * s]);
-            share[g * s..(g + 1) * s].copy_from_slice(&reduced_shares[i * s..(i + 1) * s]);
-        }
-        rows.push(row);
-        shares.push(share);
-    }
-    let plan = Plan::new(rows, Some(shares), topology)
-        .map_err(|err| CandidateError::Invalid(err.to_string()))?;
-    Ok((plan, outcome.stats))
 }
 
 #[cfg(test)]
@@ -221,6 +164,33 @@ mod tests {
         }
         assert!(c.current_uses_excluded);
         assert!(c.predicted >= 1.0);
+    }
+
+    #[test]
+    fn excluding_a_gpu_keeps_its_node_local_plan_node_local() {
+        // 2 nodes x 2 GPUs x 3 slots, 4 experts in 2 groups: one GPU down
+        // still leaves its node room for its group.
+        let t = Topology::from_json(
+            r#"{"num_layers": 1, "num_logical_experts": 4, "num_groups": 2,
+                "num_nodes": 2, "gpus_per_node": 2, "slots_per_gpu": 3}"#,
+        )
+        .unwrap();
+        let estimate = LoadMatrix::new(vec![vec![8.0, 1.0, 4.0, 2.0]], &t).unwrap();
+        let input = |current, excluded| CandidateInput {
+            topology: t.clone(),
+            estimate: estimate.clone(),
+            current,
+            policy: Policy::Optimal,
+            split: Split::Even,
+            balance_tolerance: 0.005,
+            time_limit: None,
+            excluded,
+        };
+        let first = build(input(None, vec![])).unwrap();
+        let c = build(input(Some(first.plan.clone()), vec![2])).unwrap();
+        assert!(!routes_to(&t, &c.plan, &[2]));
+        assert!(score::score(&t, &estimate, &c.plan).is_node_local());
+        assert_eq!(c.plan.layer(0)[6..9], first.plan.layer(0)[6..9]);
     }
 
     #[test]

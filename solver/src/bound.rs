@@ -66,6 +66,50 @@ pub(crate) fn even_split_load(
     ideal_load(topology, row).max(max_replica / max_speed)
 }
 
+/// The GPUs a plan may load, as the bounds see them: a down GPU holds no
+/// load, so its speed leaves the mean term and its slots the replication.
+#[derive(Debug, Clone)]
+pub(crate) struct LiveGpus {
+    /// One flag per GPU: true when it is down.
+    pub down: Vec<bool>,
+    speed_sum: f64,
+    max_speed: f64,
+    slots: usize,
+}
+
+impl LiveGpus {
+    /// `down` lists GPUs of `topology` (checked by the caller; repeats are
+    /// harmless).
+    pub(crate) fn new(topology: &Topology, down: &[usize]) -> Self {
+        let mut flags = vec![false; topology.num_gpus()];
+        for &gpu in down {
+            flags[gpu] = true;
+        }
+        let live = || {
+            topology
+                .gpu_speed()
+                .iter()
+                .zip(&flags)
+                .filter(|(_, d)| !**d)
+                .map(|(&s, _)| s)
+        };
+        LiveGpus {
+            speed_sum: live().sum(),
+            max_speed: live().fold(0.0, f64::max),
+            slots: live().count() * topology.slots_per_gpu(),
+            down: flags,
+        }
+    }
+
+    /// Lower bound on one layer's largest GPU load under any placement that
+    /// loads only these GPUs: [`even_split_load`] over the live ones.
+    pub(crate) fn even_split_load(&self, row: &[f64], replication: &mut Replication) -> f64 {
+        let total: f64 = row.iter().sum();
+        let max_replica = replication.run(row, self.slots);
+        (total / self.speed_sum).max(max_replica / self.max_speed)
+    }
+}
+
 /// Lower bound on one layer's largest GPU load under node-local placement,
 /// with the split that reaches it. Never below the even-split bound (which
 /// only matters for the greedy fallback; the exact bound is already above).
@@ -86,7 +130,22 @@ pub(crate) fn node_local_split(
 /// Per-layer and model-level bounds of `load` on `topology` (the load must be
 /// shaped for the topology, as parsing it against the topology ensures).
 pub fn model_bounds(topology: &Topology, load: &LoadMatrix) -> ModelBounds {
-    let setup = SplitSetup::new(topology);
+    model_bounds_down(topology, load, &[])
+}
+
+/// [`model_bounds`] for plans that give the GPUs in `down` no load (as
+/// `PlanOptions::down_gpus` asks). Imbalance stays relative to the whole
+/// cluster's ideal, like the plans' scores, so a down GPU shows as a bound
+/// above 1. `node_local` is `None` when some node's live slots cannot hold
+/// its groups' experts. GPUs out of range are ignored.
+pub fn model_bounds_down(topology: &Topology, load: &LoadMatrix, down: &[usize]) -> ModelBounds {
+    let down: Vec<usize> = down
+        .iter()
+        .copied()
+        .filter(|&g| g < topology.num_gpus())
+        .collect();
+    let live = LiveGpus::new(topology, &down);
+    let setup = SplitSetup::live(topology, &live.down);
     let per_layer: Vec<(f64, f64, Option<f64>)> = load
         .layers()
         .collect::<Vec<_>>()
@@ -94,7 +153,7 @@ pub fn model_bounds(topology: &Topology, load: &LoadMatrix) -> ModelBounds {
         .map_init(
             || (Replication::default(), SplitScratch::default()),
             |(replication, scratch), row| {
-                let even = even_split_load(topology, row, replication);
+                let even = live.even_split_load(row, replication);
                 let node_local = setup.as_ref().map(|setup| {
                     node_local_split(topology, setup, row, even, replication, scratch).bound_load
                 });

@@ -33,7 +33,7 @@ pub mod score;
 mod tolerance;
 pub mod topology;
 
-pub use bound::{model_bounds, LayerBounds, ModelBounds};
+pub use bound::{model_bounds, model_bounds_down, LayerBounds, ModelBounds};
 pub use error::ParseError;
 pub use load::LoadMatrix;
 pub use plan::Plan;

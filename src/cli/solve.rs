@@ -51,6 +51,11 @@ pub struct SolveArgs {
     /// With --link-bandwidth: seconds of MoE compute the new plan will serve.
     #[arg(long, value_name = "SECONDS", requires = "link_bandwidth")]
     pub serve_seconds: Option<f64>,
+    /// GPUs (numbered `0..N*G`) that must take no load, comma-separated:
+    /// their nodes keep their groups on the GPUs left and their slots get
+    /// share 0.
+    #[arg(long, value_name = "GPUS", value_delimiter = ',')]
+    pub down_gpus: Vec<usize>,
 }
 
 /// What `--out` holds.
@@ -110,6 +115,7 @@ pub fn run(args: &SolveArgs) -> Result<Report, CliError> {
                 serve_seconds,
             },
         ),
+        down_gpus: args.down_gpus.clone(),
     };
     let outcome =
         ballast_solver::solve(&topology, &load, &options).map_err(|e| plan_error(args, e))?;
@@ -142,6 +148,7 @@ fn plan_error(args: &SolveArgs, err: PlanError) -> CliError {
         PlanError::HierarchicalImpossible { .. } => Some(&args.topology),
         PlanError::PreviousMismatch(_) => args.previous.as_deref(),
         PlanError::LoadMismatch(_) => Some(&args.load),
+        PlanError::Capacity { .. } => Some(&args.topology),
         PlanError::Unsupported(_) | PlanError::InvalidOption(_) | PlanError::Internal(_) => None,
     };
     match path {

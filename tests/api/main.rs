@@ -8,6 +8,7 @@ mod auth;
 mod clusters;
 mod contract;
 mod crash;
+mod faults_gpu;
 mod faults_http;
 mod faults_ingest;
 mod health;

@@ -39,6 +39,8 @@ const EXACT_WORK_LIMIT: f64 = 4.0e6;
 struct NodeProfile {
     speed_sum: f64,
     max_speed: f64,
+    /// Slots on the node's live GPUs (only checked, never part of a cost).
+    live_slots: usize,
 }
 
 impl NodeProfile {
@@ -147,6 +149,18 @@ impl SplitSetup {
     /// Prepares splitting for `topology`; `None` when node-local placement
     /// is impossible (`K % N != 0`).
     pub(crate) fn new(topology: &Topology) -> Option<Self> {
+        Self::live(topology, &[])
+    }
+
+    /// Like [`SplitSetup::new`] with the GPUs flagged in `down` (one flag per
+    /// GPU; empty: none) holding no load: a node's profile counts its live
+    /// GPUs only. `None` also when some node's live slots cannot hold the
+    /// experts of its `K / N` groups (then no node-local plan exists).
+    ///
+    /// Every node is still credited with all its slots for replication: with
+    /// fewer, the heaviest replica can only get heavier, so the bound stays
+    /// valid (a little weaker on the degraded node).
+    pub(crate) fn live(topology: &Topology, down: &[bool]) -> Option<Self> {
         if !topology.supports_hierarchical() {
             return None;
         }
@@ -154,14 +168,30 @@ impl SplitSetup {
         let nodes = topology.num_nodes();
         let per_node = groups / nodes;
         let gpus = topology.gpus_per_node();
+        let is_down = |gpu: usize| down.get(gpu).copied().unwrap_or(false);
         let profiles: Vec<NodeProfile> = topology
             .gpu_speed()
             .chunks_exact(gpus)
-            .map(|speeds| NodeProfile {
-                speed_sum: speeds.iter().sum(),
-                max_speed: speeds.iter().copied().fold(0.0, f64::max),
+            .enumerate()
+            .map(|(node, speeds)| {
+                let live = || {
+                    speeds
+                        .iter()
+                        .enumerate()
+                        .filter(move |(i, _)| !is_down(node * gpus + i))
+                        .map(|(_, &s)| s)
+                };
+                NodeProfile {
+                    speed_sum: live().sum(),
+                    max_speed: live().fold(0.0, f64::max),
+                    live_slots: live().count() * topology.slots_per_gpu(),
+                }
             })
             .collect();
+        let hosted = per_node * topology.experts_per_group();
+        if profiles.iter().any(|p| p.live_slots < hosted) {
+            return None;
+        }
         let symmetric = profiles.iter().all(|p| *p == profiles[0]);
         let replica_per_mean = profiles
             .iter()

@@ -7,6 +7,7 @@
 
 mod greedy;
 mod optimal;
+mod outage;
 mod policy;
 mod stats;
 
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 use rayon::prelude::*;
 use thiserror::Error;
 
+use crate::bound::LiveGpus;
 use crate::load::LoadMatrix;
 use crate::plan::Plan;
 use crate::topology::Topology;
@@ -50,6 +52,11 @@ pub struct PlanOptions {
     /// With `previous`: price migrations instead of using the tolerance
     /// (each layer trades transfer time against compute time saved).
     pub pricing: Option<MigrationPricing>,
+    /// GPUs that must take no load (down or drained). Their nodes keep the
+    /// groups they host on the GPUs left, as if those nodes had fewer GPUs
+    /// ([`outage`](self) explains the plan); their slots get share 0, so the
+    /// plan carries `replica_share`.
+    pub down_gpus: Vec<usize>,
 }
 
 impl Default for PlanOptions {
@@ -61,6 +68,7 @@ impl Default for PlanOptions {
             time_limit: None,
             balance_tolerance: DEFAULT_BALANCE_TOLERANCE,
             pricing: None,
+            down_gpus: Vec::new(),
         }
     }
 }
@@ -92,6 +100,13 @@ pub enum PlanError {
     /// An option out of range (negative tolerance, zero time limit, ...).
     #[error("invalid option: {0}")]
     InvalidOption(String),
+    /// Too many GPUs are down for the slots left to hold every expert.
+    #[error("cannot plan without {down} down GPU(s): the {live_slots} slots left cannot hold all {experts} experts")]
+    Capacity {
+        down: usize,
+        live_slots: usize,
+        experts: usize,
+    },
     /// The planner produced an invalid plan: a bug, reported instead of a panic.
     #[error("internal error, please report: {0}")]
     Internal(String),
@@ -122,10 +137,33 @@ pub fn solve(
             policy.name()
         )));
     }
-    let (plan, layers, replan) = if optimal {
-        plan_optimal(topology, load, options, placement, previous.as_ref())?
+    let live = down_gpus(topology, options)?;
+    let (plan, layers, replan, placement) = if let Some(live) = &live {
+        let outcome = outage::plan(
+            topology,
+            load,
+            options,
+            policy,
+            placement,
+            previous.as_ref(),
+            live,
+        )?;
+        if outcome.placement != placement && forced_hierarchical(policy) {
+            return Err(PlanError::Unsupported(format!(
+                "policy {} with GPUs {:?} down: some node's live slots cannot hold its groups' experts",
+                policy.name(),
+                options.down_gpus
+            )));
+        }
+        let (plan, layers, replan) = outcome.planned;
+        (plan, layers, replan, outcome.placement)
+    } else if optimal {
+        let (plan, layers, replan) =
+            plan_optimal(topology, load, options, placement, previous.as_ref())?;
+        (plan, layers, replan, placement)
     } else {
-        plan_greedy(topology, load, policy, placement)?
+        let (plan, layers, replan) = plan_greedy(topology, load, policy, placement)?;
+        (plan, layers, replan, placement)
     };
     let solve_ms = started.elapsed().as_secs_f64() * 1e3;
     let stats = stats::plan_stats(
@@ -146,6 +184,42 @@ pub fn solve(
 }
 
 type Planned = (Plan, Vec<stats::LayerFacts>, Option<stats::ReplanFacts>);
+
+fn forced_hierarchical(policy: Policy) -> bool {
+    matches!(
+        policy,
+        Policy::GreedyHierarchical | Policy::OptimalHierarchical
+    )
+}
+
+/// The live GPUs when `options` names down GPUs (`None` when none is down);
+/// refuses GPUs the topology lacks and outages that leave too few slots.
+fn down_gpus(topology: &Topology, options: &PlanOptions) -> Result<Option<LiveGpus>, PlanError> {
+    if options.down_gpus.is_empty() {
+        return Ok(None);
+    }
+    if let Some(gpu) = options
+        .down_gpus
+        .iter()
+        .find(|&&g| g >= topology.num_gpus())
+    {
+        return Err(PlanError::InvalidOption(format!(
+            "down GPU {gpu} is not in the topology ({} GPUs)",
+            topology.num_gpus()
+        )));
+    }
+    let live = LiveGpus::new(topology, &options.down_gpus);
+    let down = live.down.iter().filter(|d| **d).count();
+    let live_slots = (topology.num_gpus() - down) * topology.slots_per_gpu();
+    if live_slots < topology.num_logical_experts() {
+        return Err(PlanError::Capacity {
+            down,
+            live_slots,
+            experts: topology.num_logical_experts(),
+        });
+    }
+    Ok(Some(live))
+}
 
 fn plan_greedy(
     topology: &Topology,
