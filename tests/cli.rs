@@ -374,7 +374,12 @@ fn exports_follow_each_engine_layout() {
     let phy2log = native["phy2log"].as_array().unwrap();
 
     let out = dir.path().join("sglang.json");
-    let sglang = solve(&topology, &load, &out, &["--policy", "greedy", "--format", "sglang"]);
+    let sglang = solve(
+        &topology,
+        &load,
+        &out,
+        &["--policy", "greedy", "--format", "sglang"],
+    );
     let keys: Vec<_> = sglang.as_object().unwrap().keys().collect();
     assert_eq!(keys, ["physical_to_logical_map"]);
     let rows = sglang["physical_to_logical_map"].as_array().unwrap();
@@ -386,7 +391,12 @@ fn exports_follow_each_engine_layout() {
     assert_eq!(&rows[3..], &phy2log[..]);
 
     let out = dir.path().join("vllm.json");
-    let vllm = solve(&topology, &load, &out, &["--policy", "greedy", "--format", "vllm"]);
+    let vllm = solve(
+        &topology,
+        &load,
+        &out,
+        &["--policy", "greedy", "--format", "vllm"],
+    );
     assert_eq!(vllm["physical_to_logical_map"].as_array().unwrap(), phy2log);
     let l2p = shape(&vllm["logical_to_physical_map"]);
     assert_eq!(l2p[..2], [58, 256]);
@@ -417,7 +427,14 @@ fn exports_follow_each_engine_layout() {
             "--load",
             path_str(&load),
         ])
-        .args(["--out", path_str(&out), "--policy", "greedy", "--format", "trtllm"])
+        .args([
+            "--out",
+            path_str(&out),
+            "--policy",
+            "greedy",
+            "--format",
+            "trtllm",
+        ])
         .assert()
         .success()
         .stdout(predicates::str::contains("(trtllm)"));
