@@ -253,11 +253,13 @@ mod tests {
 
     /// The defaults, with a trigger that must hold for two cycles: the
     /// confirmation is part of what these tests exercise.
+    /// Two confirming cycles (the default is one), so that the tests see
+    /// hysteresis at work.
     fn settings() -> Settings {
         let defaults = Settings::default();
         Settings {
             thresholds: Thresholds {
-                confirm_cycles: 1,
+                confirm_cycles: 2,
                 ..defaults.thresholds
             },
             ..defaults

@@ -4,12 +4,20 @@
 //! — but they disagree on the layer axis and on the side tables:
 //!
 //! * **SGLang** (`--init-expert-location FILE.json`) accepts exactly one key,
-//!   `physical_to_logical_map`, and its layer axis counts *all* model layers:
-//!   the `first_moe_layer` dense layers come first as trivial rows.
-//! * **vLLM** counts MoE layers only and wants `logical_to_physical_map`
-//!   (`[L][E][R]`, `-1` padded) and `logical_replica_count` (`[L][E]`) beside it.
+//!   `physical_to_logical_map`, with one row per *hidden* layer of the model
+//!   (`num_hidden_layers`): the dense layers first, as SGLang's own trivial
+//!   rows.
 //! * **TensorRT-LLM** reads YAML: `num_slots`, `layer_updates_per_iter` and
-//!   `initial_global_assignments` keyed by the absolute layer index.
+//!   `initial_global_assignments` keyed by absolute layer index, MoE layers
+//!   and then the MTP layers after the hidden ones.
+//! * **vLLM** reads no placement in any release. `vllm` is the bare `[L][P]`
+//!   list that the open loader proposal (vllm-project/vllm#49572) reads;
+//!   `vllm-eplb-state` is `EplbState`'s three tables, for a patch that fills
+//!   them directly. Both count MoE layers only.
+//!
+//! SGLang and TensorRT-LLM index by model layer, so they need the topology's
+//! [`ModelLayout`]; guessing "no dense layers" would shift every row of a
+//! DeepSeek-V3 plan by three.
 //!
 //! No engine can split an expert's tokens unevenly among its replicas, so a
 //! plan's `replica_share` is not exported; callers should warn about it
@@ -18,26 +26,43 @@
 use std::fmt::Write as _;
 
 use serde_json::{json, Value};
+use thiserror::Error;
 
 use crate::plan::{self, Plan};
-use crate::topology::Topology;
+use crate::topology::{ModelLayout, Topology};
 
-/// An engine whose start-up plan format Ballast can write.
+/// An engine format Ballast can write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Engine {
     Sglang,
     Vllm,
+    VllmEplbState,
     Trtllm,
 }
 
+/// Why a plan cannot be written in an engine's format.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ExportError {
+    #[error(
+        "{engine} indexes plans by model layer: add `first_moe_layer` to the topology (dense layers before the first MoE layer: 3 for DeepSeek-V3/R1, 0 for all-MoE models such as Qwen3-MoE or Mixtral), with `num_hidden_layers` and `mtp_layers` if the model has them"
+    )]
+    LayoutMissing { engine: &'static str },
+}
+
 impl Engine {
-    pub const ALL: [Engine; 3] = [Engine::Sglang, Engine::Vllm, Engine::Trtllm];
+    pub const ALL: [Engine; 4] = [
+        Engine::Sglang,
+        Engine::Vllm,
+        Engine::VllmEplbState,
+        Engine::Trtllm,
+    ];
 
     /// The name used on the command line and in the service.
     pub fn name(self) -> &'static str {
         match self {
             Engine::Sglang => "sglang",
             Engine::Vllm => "vllm",
+            Engine::VllmEplbState => "vllm-eplb-state",
             Engine::Trtllm => "trtllm",
         }
     }
@@ -46,13 +71,25 @@ impl Engine {
         Engine::ALL.into_iter().find(|e| e.name() == name)
     }
 
+    /// YAML for TensorRT-LLM, JSON for the others.
+    pub fn is_yaml(self) -> bool {
+        self == Engine::Trtllm
+    }
+
     /// The plan as the text of this engine's file.
-    pub fn render(self, topology: &Topology, plan: &Plan) -> String {
-        match self {
-            Engine::Sglang => json_text(&sglang(topology, plan)),
-            Engine::Vllm => json_text(&vllm(topology, plan)),
-            Engine::Trtllm => trtllm(topology, plan),
-        }
+    pub fn render(self, topology: &Topology, plan: &Plan) -> Result<String, ExportError> {
+        Ok(match self {
+            Engine::Sglang => json_text(&sglang(topology, plan)?),
+            Engine::Vllm => json_text(&vllm(plan)),
+            Engine::VllmEplbState => json_text(&vllm_eplb_state(topology, plan)),
+            Engine::Trtllm => trtllm(topology, plan)?,
+        })
+    }
+
+    fn layout(self, topology: &Topology) -> Result<ModelLayout, ExportError> {
+        topology.layout().ok_or(ExportError::LayoutMissing {
+            engine: self.name(),
+        })
     }
 }
 
@@ -61,19 +98,25 @@ pub fn drops_shares(plan: &Plan) -> bool {
     plan.replica_share().is_some()
 }
 
-/// SGLang's `--init-expert-location` document. Dense layers before
-/// `first_moe_layer` get the linear row ([`plan::linear_row`]):
-/// SGLang indexes the map by model layer and never reads those rows.
-pub fn sglang(topology: &Topology, plan: &Plan) -> Value {
+/// SGLang's `--init-expert-location` document: `num_hidden_layers` rows,
+/// the dense ones SGLang's trivial row ([`plan::linear_row`], slot `p` →
+/// expert `p % E`), which SGLang never reads for a dense layer.
+pub fn sglang(topology: &Topology, plan: &Plan) -> Result<Value, ExportError> {
+    let layout = Engine::Sglang.layout(topology)?;
     let trivial = plan::linear_row(topology);
-    let rows: Vec<&[u32]> = std::iter::repeat_n(trivial.as_slice(), topology.first_moe_layer())
+    let rows: Vec<&[u32]> = std::iter::repeat_n(trivial.as_slice(), layout.first_moe_layer)
         .chain(plan.phy2log().iter().map(Vec::as_slice))
         .collect();
-    json!({ "physical_to_logical_map": rows })
+    Ok(json!({ "physical_to_logical_map": rows }))
 }
 
-/// vLLM's expert-placement tables (MoE layers only).
-pub fn vllm(topology: &Topology, plan: &Plan) -> Value {
+/// The bare `[L][P]` list the vLLM loader proposal reads (MoE layers only).
+pub fn vllm(plan: &Plan) -> Value {
+    json!(plan.phy2log())
+}
+
+/// vLLM's `EplbState` tables (MoE layers only).
+pub fn vllm_eplb_state(topology: &Topology, plan: &Plan) -> Value {
     let num_experts = topology.num_logical_experts();
     json!({
         "physical_to_logical_map": plan.phy2log(),
@@ -84,16 +127,25 @@ pub fn vllm(topology: &Topology, plan: &Plan) -> Value {
 
 /// TensorRT-LLM's `MoeLoadBalancerConfig` YAML with a static placement
 /// (`layer_updates_per_iter: 0`): one flow-style list of expert ids per
-/// layer, keyed by absolute layer index. Written by hand: the document is
-/// integers only, so no quoting or escaping can arise.
-pub fn trtllm(topology: &Topology, plan: &Plan) -> String {
+/// MoE layer, keyed by absolute layer index, then one per MTP layer (the
+/// last hidden layer's placement, see [`ModelLayout::mtp_layers`]). Written
+/// by hand: the document is integers only, so no quoting can arise.
+pub fn trtllm(topology: &Topology, plan: &Plan) -> Result<String, ExportError> {
+    let layout = Engine::Trtllm.layout(topology)?;
+    let moe_rows = plan.phy2log().iter();
+    let mtp_rows = plan
+        .phy2log()
+        .last()
+        .into_iter()
+        .cycle()
+        .take(layout.mtp_layers);
     let mut yaml = String::new();
     // `write!` into a String cannot fail; the results are discarded on purpose.
     let _ = writeln!(yaml, "num_slots: {}", topology.num_slots());
     yaml.push_str("layer_updates_per_iter: 0\n");
     yaml.push_str("initial_global_assignments:\n");
-    for (layer, row) in plan.phy2log().iter().enumerate() {
-        let _ = write!(yaml, "  {}: [", topology.first_moe_layer() + layer);
+    for (offset, row) in moe_rows.chain(mtp_rows).enumerate() {
+        let _ = write!(yaml, "  {}: [", layout.first_moe_layer + offset);
         for (slot, expert) in row.iter().enumerate() {
             if slot > 0 {
                 yaml.push_str(", ");
@@ -102,7 +154,7 @@ pub fn trtllm(topology: &Topology, plan: &Plan) -> String {
         }
         yaml.push_str("]\n");
     }
-    yaml
+    Ok(yaml)
 }
 
 /// Compact JSON (these tables run to tens of thousands of numbers) plus a newline.
@@ -116,13 +168,12 @@ mod tests {
 
     use super::*;
 
-    /// 2 layers after 3 dense ones; 4 experts on 2 GPUs × 3 slots.
-    fn setup() -> (Topology, Plan) {
-        let topology = Topology::from_json(
-            r#"{"num_layers": 2, "num_logical_experts": 4, "num_groups": 2,
-                "num_nodes": 1, "gpus_per_node": 2, "slots_per_gpu": 3,
-                "first_moe_layer": 3}"#,
-        )
+    /// 2 MoE layers after 3 dense ones, one MTP layer; 4 experts on 2 GPUs × 3 slots.
+    fn setup(layout: &str) -> (Topology, Plan) {
+        let topology = Topology::from_json(&format!(
+            r#"{{"num_layers": 2, "num_logical_experts": 4, "num_groups": 2,
+                "num_nodes": 1, "gpus_per_node": 2, "slots_per_gpu": 3 {layout}}}"#
+        ))
         .unwrap();
         let plan = Plan::new(
             vec![vec![0, 1, 2, 3, 0, 0], vec![3, 2, 1, 0, 1, 2]],
@@ -133,13 +184,16 @@ mod tests {
         (topology, plan)
     }
 
+    const DEEPSEEK_LIKE: &str =
+        r#", "num_hidden_layers": 5, "first_moe_layer": 3, "mtp_layers": 1"#;
+
     #[test]
-    fn sglang_prepends_dense_layers_and_has_one_key() {
-        let (topology, plan) = setup();
-        let doc = sglang(&topology, &plan);
+    fn sglang_has_a_row_per_hidden_layer_and_one_key() {
+        let (topology, plan) = setup(DEEPSEEK_LIKE);
+        let doc = sglang(&topology, &plan).unwrap();
         assert_eq!(doc.as_object().unwrap().len(), 1);
         let rows = doc["physical_to_logical_map"].as_array().unwrap();
-        assert_eq!(rows.len(), 3 + 2);
+        assert_eq!(rows.len(), 5);
         assert_eq!(rows[0], json!([0, 1, 2, 3, 0, 1]));
         assert_eq!(rows[2], rows[0]);
         assert_eq!(rows[3], json!([0, 1, 2, 3, 0, 0]));
@@ -147,9 +201,35 @@ mod tests {
     }
 
     #[test]
-    fn vllm_tables_are_padded_and_counted() {
-        let (topology, plan) = setup();
-        let doc = vllm(&topology, &plan);
+    fn engines_that_index_by_model_layer_need_the_layout() {
+        let (topology, plan) = setup("");
+        for engine in [Engine::Sglang, Engine::Trtllm] {
+            let err = engine.render(&topology, &plan).unwrap_err().to_string();
+            assert!(err.contains("`first_moe_layer`"), "{err}");
+            assert!(err.starts_with(engine.name()), "{err}");
+        }
+        // vLLM counts MoE layers only.
+        for engine in [Engine::Vllm, Engine::VllmEplbState] {
+            assert!(engine.render(&topology, &plan).is_ok());
+        }
+        // An all-MoE model says 0 explicitly.
+        let (topology, plan) = setup(r#", "first_moe_layer": 0"#);
+        let doc = sglang(&topology, &plan).unwrap();
+        assert_eq!(doc["physical_to_logical_map"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn vllm_is_a_bare_list_of_moe_layers() {
+        let (topology, plan) = setup(DEEPSEEK_LIKE);
+        let text = Engine::Vllm.render(&topology, &plan).unwrap();
+        let rows: Vec<Vec<u32>> = serde_json::from_str(&text).unwrap();
+        assert_eq!(rows, plan.phy2log());
+    }
+
+    #[test]
+    fn vllm_eplb_state_tables_are_padded_and_counted() {
+        let (topology, plan) = setup(DEEPSEEK_LIKE);
+        let doc = vllm_eplb_state(&topology, &plan);
         assert_eq!(doc["physical_to_logical_map"].as_array().unwrap().len(), 2);
         // Widest expert: 0 has three replicas in layer 0.
         assert_eq!(doc["logical_to_physical_map"][0][0], json!([0, 4, 5]));
@@ -162,28 +242,33 @@ mod tests {
     }
 
     #[test]
-    fn trtllm_yaml_parses_with_absolute_layers() {
+    fn trtllm_yaml_keys_moe_then_mtp_layers() {
         #[derive(serde::Deserialize)]
         struct Config {
             num_slots: usize,
             layer_updates_per_iter: usize,
             initial_global_assignments: BTreeMap<usize, Vec<u32>>,
         }
-        let (topology, plan) = setup();
-        let config: Config = serde_norway::from_str(&trtllm(&topology, &plan)).unwrap();
+        let (topology, plan) = setup(DEEPSEEK_LIKE);
+        let config: Config = serde_norway::from_str(&trtllm(&topology, &plan).unwrap()).unwrap();
         assert_eq!(config.num_slots, 6);
         assert_eq!(config.layer_updates_per_iter, 0);
         let layers: Vec<_> = config.initial_global_assignments.keys().copied().collect();
-        assert_eq!(layers, vec![3, 4]);
+        assert_eq!(layers, vec![3, 4, 5]);
         assert_eq!(
             config.initial_global_assignments[&4],
             vec![3, 2, 1, 0, 1, 2]
+        );
+        // The MTP layer reuses the last hidden layer's placement.
+        assert_eq!(
+            config.initial_global_assignments[&5],
+            config.initial_global_assignments[&4]
         );
     }
 
     #[test]
     fn shares_are_reported_as_dropped() {
-        let (topology, plan) = setup();
+        let (topology, plan) = setup(DEEPSEEK_LIKE);
         assert!(!drops_shares(&plan));
         let shares = vec![
             vec![0.5, 1.0, 1.0, 1.0, 0.25, 0.25],
@@ -192,10 +277,7 @@ mod tests {
         let weighted = Plan::new(plan.phy2log().to_vec(), Some(shares), &topology).unwrap();
         assert!(drops_shares(&weighted));
         // The placement itself still exports.
-        assert_eq!(
-            vllm(&topology, &weighted)["physical_to_logical_map"],
-            json!(plan.phy2log())
-        );
+        assert_eq!(vllm(&weighted), json!(plan.phy2log()));
     }
 
     #[test]

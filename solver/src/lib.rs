@@ -38,4 +38,4 @@ pub use error::ParseError;
 pub use load::LoadMatrix;
 pub use plan::Plan;
 pub use planner::{solve, PlanError, PlanOptions, PlanOutcome, PlanStats, Policy, Split};
-pub use topology::{Topology, TopologySpec};
+pub use topology::{ModelLayout, Topology, TopologySpec};

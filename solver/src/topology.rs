@@ -8,8 +8,9 @@ use crate::error::ParseError;
 /// MoE layers of `E` logical experts split into `K` equal groups.
 ///
 /// Invariants (checked once in [`Topology::new`]): every count is positive,
-/// `K` divides `E`, there are at least `E` slots, and `gpu_speed` holds
-/// `N*G` finite positive numbers.
+/// `K` divides `E`, there are at least `E` slots, `gpu_speed` holds `N*G`
+/// finite positive numbers, and a model layout, when given, places the `L`
+/// MoE layers last among the hidden layers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Topology {
     num_layers: usize,
@@ -21,7 +22,22 @@ pub struct Topology {
     gpu_speed: Vec<f64>,
     uniform_speed: bool,
     expert_bytes: Option<u64>,
-    first_moe_layer: usize,
+    layout: Option<ModelLayout>,
+}
+
+/// Where the MoE layers sit among the model's layers. Engines index plans by
+/// model layer (SGLang's rows, TensorRT-LLM's keys), so exports need it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelLayout {
+    /// Hidden (decoder) layers of the model (DeepSeek-V3/R1: 61).
+    pub num_hidden_layers: usize,
+    /// Dense layers before the first MoE layer (DeepSeek-V3/R1: 3); the MoE
+    /// layers are `first_moe_layer..num_hidden_layers`.
+    pub first_moe_layer: usize,
+    /// MoE layers after the hidden ones (DeepSeek-V3/R1: one MTP layer).
+    /// Ballast has no load of their own: each reuses the placement of the
+    /// last hidden MoE layer, the layer it is built on.
+    pub mtp_layers: usize,
 }
 
 /// The wire form of `topology.json` (SPEC); only [`Topology`] leaves this module.
@@ -38,7 +54,11 @@ pub struct TopologySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expert_bytes: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_hidden_layers: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_moe_layer: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtp_layers: Option<i64>,
 }
 
 fn positive(field: &str, value: i64) -> Result<usize, ParseError> {
@@ -129,16 +149,12 @@ impl Topology {
             }
             Some(b) => Some(b as u64),
         };
-        let first_moe_layer = match spec.first_moe_layer {
-            None => 0,
-            Some(f) if f < 0 => {
-                return Err(ParseError::field(
-                    "first_moe_layer",
-                    format!("must not be negative, got {f}"),
-                ))
-            }
-            Some(f) => f as usize,
-        };
+        let layout = ModelLayout::parse(
+            num_layers,
+            spec.num_hidden_layers,
+            spec.first_moe_layer,
+            spec.mtp_layers,
+        )?;
         Ok(Topology {
             num_layers,
             num_logical_experts,
@@ -149,7 +165,7 @@ impl Topology {
             gpu_speed,
             uniform_speed,
             expert_bytes,
-            first_moe_layer,
+            layout,
         })
     }
 
@@ -165,7 +181,12 @@ impl Topology {
             gpu_speed: (!self.uniform_speed || self.gpu_speed[0] != 1.0)
                 .then(|| self.gpu_speed.clone()),
             expert_bytes: self.expert_bytes.map(|b| b as i64),
-            first_moe_layer: (self.first_moe_layer != 0).then_some(self.first_moe_layer as i64),
+            num_hidden_layers: self.layout.map(|l| l.num_hidden_layers as i64),
+            first_moe_layer: self.layout.map(|l| l.first_moe_layer as i64),
+            mtp_layers: self
+                .layout
+                .filter(|l| l.mtp_layers > 0)
+                .map(|l| l.mtp_layers as i64),
         }
     }
 
@@ -224,14 +245,79 @@ impl Topology {
     pub fn expert_bytes(&self) -> Option<u64> {
         self.expert_bytes
     }
+    /// Dense layers before the first MoE layer: 0 unless the topology
+    /// gives a [`ModelLayout`].
     pub fn first_moe_layer(&self) -> usize {
-        self.first_moe_layer
+        self.layout.map_or(0, |l| l.first_moe_layer)
+    }
+    /// The model's layer layout, when the topology gives `first_moe_layer`.
+    pub fn layout(&self) -> Option<ModelLayout> {
+        self.layout
     }
     /// Node-local (hierarchical) placement is possible when whole groups
     /// divide evenly among the nodes (SPEC: `K % N == 0`).
     pub fn supports_hierarchical(&self) -> bool {
         self.num_groups.is_multiple_of(self.num_nodes)
     }
+}
+
+impl ModelLayout {
+    /// The layout fields of `topology.json`: none, or at least
+    /// `first_moe_layer` (0 is a real answer for all-MoE models, so it is
+    /// never assumed); `num_hidden_layers` defaults to
+    /// `first_moe_layer + num_layers` and must equal it when given.
+    fn parse(
+        num_layers: usize,
+        num_hidden_layers: Option<i64>,
+        first_moe_layer: Option<i64>,
+        mtp_layers: Option<i64>,
+    ) -> Result<Option<Self>, ParseError> {
+        let Some(first) = first_moe_layer else {
+            if let Some(field) = [
+                ("num_hidden_layers", num_hidden_layers),
+                ("mtp_layers", mtp_layers),
+            ]
+            .into_iter()
+            .find_map(|(name, value)| value.map(|_| name))
+            {
+                return Err(ParseError::field(
+                    field,
+                    "needs `first_moe_layer` (dense layers before the first MoE layer) beside it",
+                ));
+            }
+            return Ok(None);
+        };
+        let first_moe_layer = not_negative("first_moe_layer", first)?;
+        let moe_end = first_moe_layer
+            .checked_add(num_layers)
+            .ok_or_else(|| ParseError::field("first_moe_layer", "too large"))?;
+        let num_hidden_layers = match num_hidden_layers {
+            None => moe_end,
+            Some(h) => {
+                let h = not_negative("num_hidden_layers", h)?;
+                if h != moe_end {
+                    return Err(ParseError::field(
+                        "num_hidden_layers",
+                        format!(
+                            "is {h}, but first_moe_layer {first_moe_layer} + num_layers {num_layers} MoE layers = {moe_end} (the MoE layers must be the last hidden layers)"
+                        ),
+                    ));
+                }
+                h
+            }
+        };
+        let mtp_layers = mtp_layers.map_or(Ok(0), |m| not_negative("mtp_layers", m))?;
+        Ok(Some(ModelLayout {
+            num_hidden_layers,
+            first_moe_layer,
+            mtp_layers,
+        }))
+    }
+}
+
+fn not_negative(field: &str, value: i64) -> Result<usize, ParseError> {
+    usize::try_from(value)
+        .map_err(|_| ParseError::field(field, format!("must not be negative, got {value}")))
 }
 
 #[cfg(test)]
@@ -281,5 +367,52 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("num_layers"));
+    }
+
+    fn with_layout(fields: &str) -> Result<Topology, ParseError> {
+        Topology::from_json(&format!(
+            r#"{{"num_layers": 58, "num_logical_experts": 256, "num_groups": 8,
+                "num_nodes": 4, "gpus_per_node": 8, "slots_per_gpu": 9 {fields}}}"#
+        ))
+    }
+
+    #[test]
+    fn layout_is_explicit_or_absent() {
+        assert_eq!(with_layout("").unwrap().layout(), None);
+        let deepseek =
+            with_layout(r#", "num_hidden_layers": 61, "first_moe_layer": 3, "mtp_layers": 1"#)
+                .unwrap();
+        assert_eq!(
+            deepseek.layout(),
+            Some(ModelLayout {
+                num_hidden_layers: 61,
+                first_moe_layer: 3,
+                mtp_layers: 1
+            })
+        );
+        // All-MoE models say 0 and get 58 hidden layers.
+        let all_moe = with_layout(r#", "first_moe_layer": 0"#).unwrap();
+        assert_eq!(all_moe.layout().unwrap().num_hidden_layers, 58);
+        // The layout survives the round trip, 0 included.
+        for t in [deepseek, all_moe] {
+            assert_eq!(Topology::new(t.to_spec()).unwrap(), t);
+        }
+    }
+
+    #[test]
+    fn layout_rejects_what_does_not_add_up() {
+        for (fields, field) in [
+            (r#", "num_hidden_layers": 61"#, "num_hidden_layers"),
+            (r#", "mtp_layers": 1"#, "mtp_layers"),
+            (
+                r#", "num_hidden_layers": 60, "first_moe_layer": 3"#,
+                "num_hidden_layers",
+            ),
+            (r#", "first_moe_layer": -1"#, "first_moe_layer"),
+            (r#", "first_moe_layer": 3, "mtp_layers": -2"#, "mtp_layers"),
+        ] {
+            let err = with_layout(fields).unwrap_err().to_string();
+            assert!(err.contains(field), "{fields}: {err}");
+        }
     }
 }

@@ -32,7 +32,9 @@ fn topology(
         slots_per_gpu: s as i64,
         gpu_speed: speeds,
         expert_bytes: Some(1 << 20),
+        num_hidden_layers: None,
         first_moe_layer: None,
+        mtp_layers: None,
     })
     .ok()
 }

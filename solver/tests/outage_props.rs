@@ -43,7 +43,9 @@ fn topologies() -> impl Strategy<Value = Topology> {
                     slots_per_gpu: s as i64,
                     gpu_speed: fast.then(|| (0..n * g).map(|i| 1.0 + (i % 3) as f64).collect()),
                     expert_bytes: None,
+                    num_hidden_layers: None,
                     first_moe_layer: None,
+                    mtp_layers: None,
                 })
                 .ok()
             },

@@ -55,7 +55,9 @@ fn topology() -> impl Strategy<Value = Topology> {
                     slots_per_gpu: slots as i64,
                     gpu_speed: speeds.filter(|_| fast),
                     expert_bytes: None,
+                    num_hidden_layers: None,
                     first_moe_layer: None,
+                    mtp_layers: None,
                 })
                 .expect("strategy builds valid topologies")
             },

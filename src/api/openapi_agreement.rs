@@ -205,7 +205,7 @@ fn topology() -> Topology {
         r#"{"num_layers": 2, "num_logical_experts": 8, "num_groups": 2,
             "num_nodes": 2, "gpus_per_node": 2, "slots_per_gpu": 3,
             "gpu_speed": [1.0, 1.0, 2.0, 1.0], "expert_bytes": 1000,
-            "first_moe_layer": 1}"#,
+            "num_hidden_layers": 3, "first_moe_layer": 1, "mtp_layers": 1}"#,
     )
     .expect("valid topology")
 }

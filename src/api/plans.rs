@@ -1,5 +1,5 @@
 //! Reading plans: latest (ETag, `If-None-Match`, `?wait=` long-poll), by
-//! version, history, and engine exports (`?format=sglang|vllm|trtllm`).
+//! version, history, and engine exports (`?format=sglang|trtllm|vllm|vllm-eplb-state`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,7 +82,10 @@ fn format_of(query: &PlanQuery) -> Result<Option<Engine>, ApiError> {
             Engine::parse(f).ok_or_else(|| {
                 ApiError::bad_request(
                     ErrorCode::InvalidQuery,
-                    format!("format=`{f}`: use sglang, vllm or trtllm"),
+                    format!(
+                        "format=`{f}`: use {}",
+                        Engine::ALL.map(Engine::name).join(", ")
+                    ),
                 )
             })
         })
@@ -94,24 +97,28 @@ fn header_value(text: &str) -> HeaderValue {
     HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
-/// A plan as a response: the cached document, or an engine export.
-fn respond(plan: &PublishedPlan, format: Option<Engine>) -> Response {
-    let (etag, content_type, body) = match format {
-        None => (
-            plan.etag.clone(),
-            "application/json",
-            Body::from(plan.body.clone()),
-        ),
-        Some(engine) => (
-            format!("\"{}-{}\"", plan.version, engine.name()),
-            if engine == Engine::Trtllm {
-                "application/yaml"
-            } else {
-                "application/json"
-            },
-            Body::from(engine.render(&plan.topology, &plan.plan)),
-        ),
-    };
+/// A plan as a response: the cached document, or an engine export (422
+/// when the cluster's topology lacks what the engine's layout needs).
+fn respond(plan: &PublishedPlan, format: Option<Engine>) -> Result<Response, ApiError> {
+    let (etag, content_type, body) =
+        match format {
+            None => (
+                plan.etag.clone(),
+                "application/json",
+                Body::from(plan.body.clone()),
+            ),
+            Some(engine) => (
+                format!("\"{}-{}\"", plan.version, engine.name()),
+                if engine.is_yaml() {
+                    "application/yaml"
+                } else {
+                    "application/json"
+                },
+                Body::from(engine.render(&plan.topology, &plan.plan).map_err(|e| {
+                    ApiError::unprocessable(ErrorCode::InvalidTopology, e.to_string())
+                })?),
+            ),
+        };
     let mut response = Response::new(body);
     let headers = response.headers_mut();
     headers.insert(header::ETAG, header_value(&etag));
@@ -123,7 +130,7 @@ fn respond(plan: &PublishedPlan, format: Option<Engine>) -> Response {
             HeaderValue::from_static("true"),
         );
     }
-    response
+    Ok(response)
 }
 
 fn not_modified(version: i64) -> Response {
@@ -157,7 +164,7 @@ pub async fn latest(
     let current = entry.latest();
     if is_newer(&current) {
         if let Some(plan) = current {
-            return Ok(respond(&plan, format));
+            return respond(&plan, format);
         }
     }
     if !wait.is_zero() {
@@ -167,7 +174,7 @@ pub async fn latest(
             _ = state.shutting_down() => None,
         };
         if let Some(Some(plan)) = waited {
-            return Ok(respond(&plan, format));
+            return respond(&plan, format);
         }
     }
     match known {
@@ -192,7 +199,7 @@ pub async fn by_version(
     if known_version(&headers) == Some(version) {
         return Ok(not_modified(version));
     }
-    Ok(respond(&plan, format))
+    respond(&plan, format)
 }
 
 #[derive(Deserialize)]

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use ballast_replay::ReplayError;
+use ballast_solver::export::ExportError;
 use ballast_solver::planner::PlanError;
 use ballast_solver::ParseError;
 use thiserror::Error;
@@ -38,6 +39,9 @@ pub enum Problem {
     /// topology cannot follow), or failed.
     #[error(transparent)]
     Plan(PlanError),
+    /// The plan cannot be written in the engine format asked for.
+    #[error(transparent)]
+    Export(ExportError),
     #[error("cannot encode: {0}")]
     Encode(serde_json::Error),
     #[error("cannot write: {0}")]
@@ -87,7 +91,7 @@ impl CliError {
         match self.problem {
             Problem::Read(_) | Problem::Parse(_) => 2,
             Problem::Plan(PlanError::Internal(_)) => 1,
-            Problem::Plan(_) => 2,
+            Problem::Plan(_) | Problem::Export(_) => 2,
             Problem::Config(_) | Problem::Flag(_) | Problem::Trace { .. } => 2,
             Problem::Replay(ReplayError::Plan { .. }) => 1,
             Problem::Replay(_) => 2,

@@ -2,6 +2,7 @@
 //! atomically, so a failed run never leaves a partial file behind.
 
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use ballast_solver::{LoadMatrix, Plan, Topology};
@@ -42,7 +43,13 @@ pub fn write_atomically(path: &Path, contents: &str) -> Result<(), CliError> {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    let mut file = tempfile::NamedTempFile::new_in(dir).map_err(fail)?;
+    // 0666 before the umask (0644 under the usual 022), as a plain `create`
+    // would make it: engines often run as another user or in a container
+    // and must read the plan. tempfile's default is 0600.
+    let mut file = tempfile::Builder::new()
+        .permissions(std::fs::Permissions::from_mode(0o666))
+        .tempfile_in(dir)
+        .map_err(fail)?;
     file.write_all(contents.as_bytes()).map_err(fail)?;
     file.as_file().sync_all().map_err(fail)?;
     file.persist(path).map_err(|e| fail(e.error))?;

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use ballast_solver::export::{self, Engine};
 use ballast_solver::planner::{MigrationPricing, Placement, PlanError, DEFAULT_BALANCE_TOLERANCE};
-use ballast_solver::{PlanOptions, PlanOutcome, PlanStats, Policy, Split, Topology};
+use ballast_solver::score;
+use ballast_solver::{
+    LoadMatrix, Plan, PlanOptions, PlanOutcome, PlanStats, Policy, Split, Topology,
+};
 use clap::{Args, ValueEnum};
 
 use super::error::{CliError, Problem};
@@ -63,11 +66,14 @@ pub struct SolveArgs {
 pub enum Format {
     /// plan.json: phy2log, replica_share, log2phy, logcnt and stats.
     Native,
-    /// SGLang `--init-expert-location` JSON (all model layers).
+    /// SGLang `--init-expert-location` JSON (one row per hidden layer).
     Sglang,
-    /// vLLM placement tables (MoE layers only).
+    /// The bare `[L][P]` list of vLLM's loader proposal (no vLLM release
+    /// reads a placement; docs/engines.md).
     Vllm,
-    /// TensorRT-LLM MoE load-balancer YAML.
+    /// vLLM `EplbState` tables (MoE layers only), for a patched vLLM.
+    VllmEplbState,
+    /// TensorRT-LLM MoE load-balancer YAML (MoE and MTP layers).
     Trtllm,
 }
 
@@ -77,6 +83,7 @@ impl Format {
             Format::Native => None,
             Format::Sglang => Some(Engine::Sglang),
             Format::Vllm => Some(Engine::Vllm),
+            Format::VllmEplbState => Some(Engine::VllmEplbState),
             Format::Trtllm => Some(Engine::Trtllm),
         }
     }
@@ -117,7 +124,7 @@ pub fn run(args: &SolveArgs) -> Result<Report, CliError> {
         ),
         down_gpus: args.down_gpus.clone(),
     };
-    let outcome =
+    let mut outcome =
         ballast_solver::solve(&topology, &load, &options).map_err(|e| plan_error(args, e))?;
 
     let mut warnings = Vec::new();
@@ -125,14 +132,20 @@ pub fn run(args: &SolveArgs) -> Result<Report, CliError> {
         None => native_document(&topology, &outcome)
             .map_err(|e| CliError::new(&args.out, Problem::Encode(e)))?,
         Some(engine) => {
+            let contents = engine
+                .render(&topology, &outcome.plan)
+                .map_err(|e| CliError::new(&args.topology, Problem::Export(e)))?;
             if export::drops_shares(&outcome.plan) {
+                let weighted = outcome.stats.model_imbalance;
+                score_as_written(&topology, &load, &mut outcome);
                 warnings.push(format!(
-                    "{}: replica_share dropped: {} splits every expert's tokens evenly among its replicas",
+                    "{}: replica_share dropped ({} splits every expert's tokens evenly): the figures are the even split's; with the shares the model imbalance was {}",
                     args.out.display(),
-                    engine.name()
+                    engine.name(),
+                    ratio(weighted)
                 ));
             }
-            engine.render(&topology, &outcome.plan)
+            contents
         }
     };
     io::write_atomically(&args.out, &contents)?;
@@ -140,6 +153,21 @@ pub fn run(args: &SolveArgs) -> Result<Report, CliError> {
     let mut report = Report::from_lines(summary(&outcome.stats, &args.out, args.format));
     report.warnings = warnings;
     Ok(report)
+}
+
+/// Replaces the balance figures of `outcome.stats` with those of the plan an
+/// engine will run: the same placement, every expert split evenly.
+fn score_as_written(topology: &Topology, load: &LoadMatrix, outcome: &mut PlanOutcome) {
+    let Ok(even) = Plan::new(outcome.plan.phy2log().to_vec(), None, topology) else {
+        // Dropping shares keeps a valid placement valid; nothing to rescore otherwise.
+        return;
+    };
+    let written = score::score(topology, load, &even);
+    let stats = &mut outcome.stats;
+    stats.model_imbalance = written.model_imbalance;
+    stats.mean_layer_imbalance = written.mean_layer_imbalance;
+    stats.max_layer_imbalance = written.max_layer_imbalance;
+    stats.split = Split::Even;
 }
 
 /// Blames the file the planner's complaint is about.

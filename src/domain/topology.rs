@@ -45,6 +45,12 @@ pub mod limits {
     /// `L x N*G*S`, the entries of one plan (DeepSeek-V3: 18,560), which
     /// the planner builds, stores and serves on every publish.
     pub const PLAN_ENTRIES: usize = 1 << 22;
+    /// Dense layers before the first MoE layer (DeepSeek-V3: 3): engine
+    /// exports write a row for each.
+    pub const DENSE_LAYERS: usize = LAYERS;
+    /// MTP layers after the hidden ones (DeepSeek-V3: 1): TensorRT-LLM
+    /// exports write a row for each.
+    pub const MTP_LAYERS: usize = 16;
 }
 
 /// Why a topology body was refused; every message names the field.
@@ -82,7 +88,11 @@ struct TopologyBody {
     #[serde(default, deserialize_with = "nullable")]
     expert_bytes: Option<Option<i64>>,
     #[serde(default, deserialize_with = "nullable")]
+    num_hidden_layers: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "nullable")]
     first_moe_layer: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    mtp_layers: Option<Option<i64>>,
 }
 
 /// An optional field that tells "left out" (`None`) from `null`
@@ -114,7 +124,9 @@ pub fn parse_topology(body: &[u8]) -> Result<Topology, TopologyError> {
     check_limits(&body, body.gpu_speed.as_ref().and_then(Option::as_deref))?;
     let gpu_speed = not_null("gpu_speed", body.gpu_speed)?;
     let expert_bytes = not_null("expert_bytes", body.expert_bytes)?;
+    let num_hidden_layers = not_null("num_hidden_layers", body.num_hidden_layers)?;
     let first_moe_layer = not_null("first_moe_layer", body.first_moe_layer)?;
+    let mtp_layers = not_null("mtp_layers", body.mtp_layers)?;
     Ok(Topology::new(TopologySpec {
         num_layers: body.num_layers,
         num_logical_experts: body.num_logical_experts,
@@ -124,7 +136,9 @@ pub fn parse_topology(body: &[u8]) -> Result<Topology, TopologyError> {
         slots_per_gpu: body.slots_per_gpu,
         gpu_speed,
         expert_bytes,
+        num_hidden_layers,
         first_moe_layer,
+        mtp_layers,
     })?)
 }
 
@@ -132,6 +146,7 @@ fn check_limits(t: &TopologyBody, gpu_speed: Option<&[f64]>) -> Result<(), Topol
     // Negative and zero counts are the solver's to refuse; as u128 the
     // products below cannot overflow.
     let n = |v: i64| u128::try_from(v).unwrap_or(0);
+    let given = |v: &Option<Option<i64>>| v.flatten().map_or(0, n);
     let at_most = |field, value: u128, limit: usize, what| {
         if value > limit as u128 {
             Err(TopologyError::TooLarge {
@@ -145,6 +160,24 @@ fn check_limits(t: &TopologyBody, gpu_speed: Option<&[f64]>) -> Result<(), Topol
         }
     };
     at_most("num_layers", n(t.num_layers), limits::LAYERS, "MoE layers")?;
+    at_most(
+        "first_moe_layer",
+        given(&t.first_moe_layer),
+        limits::DENSE_LAYERS,
+        "dense layers",
+    )?;
+    at_most(
+        "num_hidden_layers",
+        given(&t.num_hidden_layers),
+        limits::DENSE_LAYERS + limits::LAYERS,
+        "hidden layers",
+    )?;
+    at_most(
+        "mtp_layers",
+        given(&t.mtp_layers),
+        limits::MTP_LAYERS,
+        "MTP layers",
+    )?;
     at_most(
         "num_logical_experts",
         n(t.num_logical_experts),
@@ -243,5 +276,28 @@ mod tests {
         let err =
             parse_topology(&with("num_logical_experts", serde_json::json!(i64::MAX))).unwrap_err();
         assert!(err.to_string().contains("num_logical_experts"), "{err}");
+        let err = parse_topology(&with("mtp_layers", serde_json::json!(1_000_000))).unwrap_err();
+        assert!(err.to_string().contains("mtp_layers"), "{err}");
+        let err =
+            parse_topology(&with("first_moe_layer", serde_json::json!(i64::MAX))).unwrap_err();
+        assert!(err.to_string().contains("first_moe_layer"), "{err}");
+    }
+
+    #[test]
+    fn deepseek_layout_is_kept() {
+        let layout = parse_topology(PREFILL.as_bytes())
+            .unwrap()
+            .layout()
+            .unwrap();
+        assert_eq!(
+            (
+                layout.num_hidden_layers,
+                layout.first_moe_layer,
+                layout.mtp_layers
+            ),
+            (61, 3, 1)
+        );
+        let err = parse_topology(&with("mtp_layers", serde_json::Value::Null)).unwrap_err();
+        assert_eq!(err, TopologyError::Null("mtp_layers"));
     }
 }

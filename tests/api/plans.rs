@@ -140,14 +140,44 @@ both!(diff_and_exports, |db| async move {
         .get_json("/v1/clusters/c1/plans/latest?format=sglang")
         .await;
     assert_eq!(sglang.as_object().unwrap().len(), 1);
-    assert_eq!(sglang["physical_to_logical_map"], plan2["phy2log"]);
+    // The small preset has one dense layer first: 27 hidden layers.
+    let rows = sglang["physical_to_logical_map"].as_array().unwrap();
+    assert_eq!(rows.len(), 27);
+    assert_eq!(Value::Array(rows[1..].to_vec()), plan2["phy2log"]);
     let vllm = app.get_json("/v1/clusters/c1/plans/2?format=vllm").await;
-    assert!(vllm["logical_replica_count"].is_array());
+    assert_eq!(vllm, plan2["phy2log"]);
+    let state = app
+        .get_json("/v1/clusters/c1/plans/2?format=vllm-eplb-state")
+        .await;
+    assert!(state["logical_replica_count"].is_array());
     let r = app.get("/v1/clusters/c1/plans/latest?format=trtllm").await;
     assert_eq!(r.headers()["content-type"], "application/yaml");
-    assert!(r.text().await.unwrap().starts_with("num_slots: 80"));
+    let yaml = r.text().await.unwrap();
+    assert!(yaml.starts_with("num_slots: 80"));
+    assert!(yaml.contains("\n  1: [") && yaml.contains("\n  26: ["));
     let r = app.get("/v1/clusters/c1/plans/latest?format=onnx").await;
     assert_eq!(r.status(), 400);
+
+    // Without the model layout, the engines that index by model layer are
+    // refused with a message that names the field to add.
+    let mut bare = small_topology();
+    for field in ["num_hidden_layers", "first_moe_layer", "mtp_layers"] {
+        bare.as_object_mut().unwrap().remove(field);
+    }
+    app.put_json("/v1/clusters/c1", &bare).await;
+    app.send_round("c1", 3, 3.0).await;
+    app.settle().await;
+    app.rebalance("c1").await;
+    let r = app.get("/v1/clusters/c1/plans/latest?format=sglang").await;
+    assert_eq!(r.status(), 422);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "invalid_topology");
+    assert!(body["message"]
+        .as_str()
+        .unwrap()
+        .contains("`first_moe_layer`"));
+    let r = app.get("/v1/clusters/c1/plans/latest?format=vllm").await;
+    assert_eq!(r.status(), 200);
     app.stop().await;
 });
 

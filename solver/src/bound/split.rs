@@ -566,7 +566,9 @@ mod tests {
             slots_per_gpu: groups / nodes + 1,
             gpu_speed: speed,
             expert_bytes: None,
+            num_hidden_layers: None,
             first_moe_layer: None,
+            mtp_layers: None,
         })
         .unwrap()
     }

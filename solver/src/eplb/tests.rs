@@ -24,7 +24,9 @@ fn topology(
         slots_per_gpu: slots as i64,
         gpu_speed: None,
         expert_bytes: None,
+        num_hidden_layers: None,
         first_moe_layer: None,
+        mtp_layers: None,
     })
     .unwrap()
 }

@@ -50,7 +50,9 @@ impl OptimalDispatcher {
             slots_per_gpu: count(slots_per_gpu)?,
             gpu_speed: None,
             expert_bytes: None,
+            num_hidden_layers: None,
             first_moe_layer: None,
+            mtp_layers: None,
         })
         .map_err(|e| invalid(e.to_string()))?;
         let plan = Plan::new(vec![placement.phy2log().to_vec()], None, &topology)
