@@ -27,6 +27,13 @@ pub fn i64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> 
     }
 }
 
+/// An optional [`i64`] (use with `#[serde(default)]`): `null` stays `None`.
+pub fn option_i64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
+    #[derive(Deserialize)]
+    struct Integer(#[serde(deserialize_with = "i64")] i64);
+    Ok(Option::<Integer>::deserialize(deserializer)?.map(|Integer(v)| v))
+}
+
 #[cfg(test)]
 mod tests {
     use serde::Deserialize;
@@ -47,6 +54,16 @@ mod tests {
         assert_eq!(parse(r#"{"v": 395.0}"#), Some(395));
         assert_eq!(parse(r#"{"v": -2.0e2}"#), Some(-200));
         assert_eq!(parse(r#"{"v": 395.5}"#), None);
+        #[derive(Deserialize)]
+        struct O {
+            #[serde(default, deserialize_with = "super::option_i64")]
+            v: Option<i64>,
+        }
+        let parse = |text| serde_json::from_str::<O>(text).ok().map(|o| o.v);
+        assert_eq!(parse(r#"{"v": 7.0}"#), Some(Some(7)));
+        assert_eq!(parse(r#"{"v": null}"#), Some(None));
+        assert_eq!(parse(r#"{}"#), Some(None));
+        assert_eq!(parse(r#"{"v": 7.5}"#), None);
         assert_eq!(parse(r#"{"v": 9223372036854775808}"#), None);
         assert_eq!(parse(r#"{"v": 1e300}"#), None);
         assert_eq!(parse(r#"{"v": "3"}"#), None);

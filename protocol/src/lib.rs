@@ -25,6 +25,7 @@ pub mod error;
 pub mod health;
 pub mod integer;
 pub mod plans;
+pub mod rfc3339;
 #[cfg(feature = "shutdown")]
 pub mod shutdown;
 pub mod telemetry;

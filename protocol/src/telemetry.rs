@@ -28,6 +28,9 @@ pub enum DecodeError {
     /// than any topology: a shape error, like a wrong number of layers.
     #[error("field `{field}`: {detail}")]
     Shape { field: &'static str, detail: String },
+    /// Well-formed, but a value no window can have (a time before 1970).
+    #[error("field `{field}`: {detail}")]
+    Refused { field: &'static str, detail: String },
 }
 
 impl DecodeError {
@@ -129,6 +132,7 @@ impl RawWindow {
 #[serde(deny_unknown_fields)]
 struct JsonWindow {
     worker: String,
+    #[serde(deserialize_with = "crate::integer::i64")]
     seq: i64,
     #[serde(default)]
     window_start: Option<String>,
@@ -138,7 +142,7 @@ struct JsonWindow {
     logical_load: Option<FlatRows>,
     #[serde(default)]
     slot_load: Option<FlatRows>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::integer::option_i64")]
     plan_version: Option<i64>,
 }
 
@@ -327,13 +331,21 @@ impl TelemetryWindow<f64> {
 }
 
 fn parse_time(field: &'static str, text: &str) -> Result<i64, DecodeError> {
-    let time = humantime::parse_rfc3339_weak(text)
-        .map_err(|e| DecodeError::field(field, format!("`{text}` is not an RFC 3339 time: {e}")))?;
-    let ms = time
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_err(|_| DecodeError::field(field, "is before 1970"))?
-        .as_millis();
-    i64::try_from(ms).map_err(|_| DecodeError::field(field, "is too far in the future"))
+    let ms = crate::rfc3339::parse(text).ok_or_else(|| {
+        DecodeError::field(
+            field,
+            format!("`{text}` is not an RFC 3339 time like 2026-01-01T00:00:00Z"),
+        )
+    })?;
+    if ms < 0 {
+        // A real time, so not malformed; but no load window starts before
+        // the Unix epoch.
+        return Err(DecodeError::Refused {
+            field,
+            detail: format!("`{text}` is before 1970"),
+        });
+    }
+    Ok(ms)
 }
 
 /// The answer to an accepted window: `202` when stored now, `200` when the
@@ -443,5 +455,36 @@ mod tests {
         let err =
             RawWindow::from_json(br#"{"worker": "w", "seq": 1, "slot_load": [[1]]}"#).unwrap_err();
         assert!(err.to_string().contains("plan_version"), "{err}");
+    }
+
+    #[test]
+    fn times_with_offsets_and_integral_floats_parse() {
+        let raw = RawWindow::from_json(
+            br#"{"worker": "w", "seq": 4.0, "window_start": "2023-11-14T23:13:19+01:00",
+                 "window_end": "2023-11-14T22:13:20Z", "logical_load": [[1]]}"#,
+        )
+        .unwrap();
+        assert_eq!(raw.seq, 4);
+        assert_eq!(raw.start_ms, Some(1_699_999_999_000));
+        // A real time before the epoch is refused as such, not as malformed.
+        let err = RawWindow::from_json(
+            br#"{"worker": "w", "seq": 1, "window_start": "0758-10-29T03:46:49-07:59", "logical_load": [[1]]}"#,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DecodeError::Refused {
+                    field: "window_start",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = RawWindow::from_json(
+            br#"{"worker": "w", "seq": 1, "window_start": "yesterday", "logical_load": [[1]]}"#,
+        )
+        .unwrap_err();
+        assert!(matches!(err, DecodeError::Field { .. }), "{err}");
     }
 }

@@ -44,8 +44,15 @@ pub async fn put(
 ) -> Result<(StatusCode, Json<TopologyUpdate>), ApiError> {
     let name = parse_cluster(&cluster)?;
     require_json(&headers)?;
-    let topology = parse_topology(&body)
-        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidTopology, e.to_string()))?;
+    // 400 for a body that is not a topology document, 422 for a
+    // well-formed one the service refuses (as for load windows).
+    let topology = parse_topology(&body).map_err(|e| {
+        if e.is_malformed() {
+            ApiError::bad_request(ErrorCode::InvalidTopology, e.to_string())
+        } else {
+            ApiError::unprocessable(ErrorCode::InvalidTopology, e.to_string())
+        }
+    })?;
     let outcome = state.store.put_cluster(&name, &topology, now_ms()).await?;
     let row = state.store.cluster(&name).await?.ok_or_else(|| {
         ApiError::unavailable("the cluster vanished right after it was written; retry")

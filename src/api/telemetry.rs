@@ -164,7 +164,7 @@ async fn ingest(
     }
     .map_err(|e| match e {
         // Ragged rows are a shape error like any other: 422.
-        DecodeError::Shape { .. } => {
+        DecodeError::Shape { .. } | DecodeError::Refused { .. } => {
             ApiError::unprocessable(ErrorCode::InvalidWindow, e.to_string())
         }
         _ => ApiError::bad_request(ErrorCode::MalformedWindow, e.to_string()),

@@ -8,6 +8,7 @@
 //! gigabytes (a `num_nodes` of 500 million) or answer `GET .../workers` with
 //! a hundred megabytes.
 
+use ballast_protocol::integer;
 use ballast_protocol::telemetry::MAX_LOAD_VALUES;
 use ballast_solver::{Topology, TopologySpec};
 use serde::{Deserialize, Deserializer};
@@ -71,27 +72,42 @@ pub enum TopologyError {
     Invalid(#[from] ballast_solver::ParseError),
 }
 
+impl TopologyError {
+    /// True when the body is not a topology document at all (bad JSON, an
+    /// unknown field, a `null`), as opposed to a well-formed document the
+    /// service refuses (limits, counts that do not fit together).
+    pub fn is_malformed(&self) -> bool {
+        matches!(self, TopologyError::Malformed(_) | TopologyError::Null(_))
+    }
+}
+
 /// The body of `PUT /v1/clusters/{cluster}`: the SPEC's fields and no
 /// others. Optional fields may be left out but not sent as `null` (the
 /// OpenAPI document types them as an array and integers, not nullable).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TopologyBody {
+    #[serde(deserialize_with = "integer::i64")]
     num_layers: i64,
+    #[serde(deserialize_with = "integer::i64")]
     num_logical_experts: i64,
+    #[serde(deserialize_with = "integer::i64")]
     num_groups: i64,
+    #[serde(deserialize_with = "integer::i64")]
     num_nodes: i64,
+    #[serde(deserialize_with = "integer::i64")]
     gpus_per_node: i64,
+    #[serde(deserialize_with = "integer::i64")]
     slots_per_gpu: i64,
     #[serde(default, deserialize_with = "nullable")]
     gpu_speed: Option<Option<Vec<f64>>>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "nullable_integer")]
     expert_bytes: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "nullable_integer")]
     num_hidden_layers: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "nullable_integer")]
     first_moe_layer: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "nullable_integer")]
     mtp_layers: Option<Option<i64>>,
 }
 
@@ -103,6 +119,14 @@ where
     T: Deserialize<'de>,
 {
     Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// [`nullable`] for integers, `395.0` included (JSON Schema's integers).
+fn nullable_integer<'de, D>(deserializer: D) -> Result<Option<Option<i64>>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    integer::option_i64(deserializer).map(Some)
 }
 
 /// The value of an optional field; `null` is refused.

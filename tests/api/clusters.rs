@@ -55,11 +55,19 @@ both!(bad_topologies_and_names, |db| async move {
     let mut t = small_topology();
     t["slots_per_gpu"] = json!(1);
     let r = app.put_json("/v1/clusters/c1", &t).await;
+    // Well-formed but impossible: 422, like a load of the wrong shape.
+    assert_eq!(r.status(), 422);
     let body: Value = r.json().await.unwrap();
     assert!(
         body["message"].as_str().unwrap().contains("slots_per_gpu"),
         "{body}"
     );
+    // JSON Schema integers: `26.0` is the integer 26.
+    let mut t = small_topology();
+    t["num_layers"] = json!(26.0);
+    t["first_moe_layer"] = json!(1.0);
+    let r = app.put_json("/v1/clusters/c2", &t).await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     let r = app
         .put_json("/v1/clusters/Bad%20Name", &small_topology())
         .await;
