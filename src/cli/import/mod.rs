@@ -19,7 +19,8 @@ use serde::Serialize;
 use super::error::{CliError, Problem};
 use super::{io, Report};
 pub use error::ImportError;
-pub use recording::{to_load, Recording};
+pub use recording::to_load;
+use recording::Recording;
 
 /// Where an engine's statistics are; shared by `import` and `replay`.
 #[derive(Debug, Args)]
@@ -71,12 +72,15 @@ pub fn run(args: &ImportArgs) -> Result<Report, CliError> {
     };
     let contents = contents.map_err(|e| CliError::new(&args.out, Problem::Encode(e)))?;
     io::write_atomically(&args.out, &contents)?;
-    let source = args.source.path().map(Path::display);
+    let source = args
+        .source
+        .path()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
     Ok(Report::from_lines(vec![
         format!(
-            "read {} steps from {} ({} without tokens)",
+            "read {} steps from {source} ({} without tokens)",
             recording.num_steps(),
-            source.map(|s| s.to_string()).unwrap_or_default(),
             recording.empty_steps()
         ),
         format!(

@@ -103,7 +103,7 @@ fn rank_files(dir: &Path) -> Result<Vec<PathBuf>, CliError> {
         return Err(content(format!(
             "rank{missing}.safetensors is missing ({} rank files, numbered up to {})",
             ranks.len(),
-            ranks.keys().last().copied().unwrap_or_default()
+            ranks.keys().next_back().copied().unwrap_or_default()
         )));
     }
     Ok(ranks.into_values().collect())
