@@ -89,11 +89,19 @@ fn load_totals_equal_the_fixture_counts() {
         let load = read_json(&out);
         assert_eq!(counts(&load["load"]), counts(&expected["load"]), "{flag}");
         let total = expected["total"].as_u64().unwrap();
-        assert!(stdout.contains(&format!("{total} token->expert")), "{stdout}");
+        assert!(
+            stdout.contains(&format!("{total} token->expert")),
+            "{stdout}"
+        );
         // Ready for the planner as it is.
         ballast()
             .args(["solve", "--topology", s(&topology), "--load", s(&out)])
-            .args(["--policy", "greedy", "--out", s(&dir.path().join("plan.json"))])
+            .args([
+                "--policy",
+                "greedy",
+                "--out",
+                s(&dir.path().join("plan.json")),
+            ])
             .assert()
             .success();
     }
@@ -117,7 +125,10 @@ fn trace_windows_are_consecutive_non_empty_steps() {
         ]);
         let steps: Vec<u64> = serde_json::from_value(expected["step_totals"].clone()).unwrap();
         let text = std::fs::read_to_string(&out).unwrap();
-        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines.len(), steps.len().div_ceil(2), "{flag}");
         let mut summed = Vec::new();
         for ((i, line), pair) in lines.iter().enumerate().zip(steps.chunks(2)) {
@@ -238,7 +249,10 @@ impl Scratch {
             assert_eq!(output.status.code(), Some(2), "{source:?}: {stderr}");
             assert_eq!(stderr.lines().count(), 1, "{stderr}");
             let prefix = format!("error: {}: ", culprit.display());
-            assert!(stderr.starts_with(&prefix), "expected {prefix}...: {stderr}");
+            assert!(
+                stderr.starts_with(&prefix),
+                "expected {prefix}...: {stderr}"
+            );
             assert!(stderr.contains(what), "expected `{what}` in {stderr}");
             assert!(output.stdout.is_empty());
             assert_eq!(
@@ -247,7 +261,13 @@ impl Scratch {
             );
             let stray = std::fs::read_dir(self.dir.path())
                 .unwrap()
-                .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with(".tmp"))
+                .filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .starts_with(".tmp")
+                })
                 .count();
             assert_eq!(stray, 0);
         }
@@ -263,7 +283,12 @@ fn broken_sglang_dumps_are_refused() {
 
     let truncated = f.path("truncated.pt");
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
-    f.fails(&good, ("--sglang", &truncated), &truncated, "not a readable PyTorch");
+    f.fails(
+        &good,
+        ("--sglang", &truncated),
+        &truncated,
+        "not a readable PyTorch",
+    );
 
     let corrupt = f.path("corrupt.pt");
     let mut flipped = bytes.clone();
@@ -272,7 +297,12 @@ fn broken_sglang_dumps_are_refused() {
         *b ^= 0x5a;
     }
     std::fs::write(&corrupt, &flipped).unwrap();
-    f.fails(&good, ("--sglang", &corrupt), &corrupt, "not a readable PyTorch");
+    f.fails(
+        &good,
+        ("--sglang", &corrupt),
+        &corrupt,
+        "not a readable PyTorch",
+    );
 
     let text = f.path("text.pt");
     std::fs::write(&text, "{\"load\": []}").unwrap();
@@ -291,12 +321,22 @@ fn broken_sglang_dumps_are_refused() {
 
     // 6 hidden layers in the dump; 1 dense + 4 MoE is not its layout.
     let short = f.topology(1, 4, 16);
-    f.fails(&short, ("--sglang", &dump), &dump, "has 6 layers, the topology's layout has 5");
+    f.fails(
+        &short,
+        ("--sglang", &dump),
+        &dump,
+        "has 6 layers, the topology's layout has 5",
+    );
     // 3 dense + 3 MoE adds up, but layer 2 carries tokens.
     let shifted = f.topology(3, 3, 16);
     f.fails(&shifted, ("--sglang", &dump), &dump, "layer 2 expert");
     let wide = f.topology(2, 4, 32);
-    f.fails(&wide, ("--sglang", &dump), &dump, "counts 16 experts per layer, the topology has 32");
+    f.fails(
+        &wide,
+        ("--sglang", &dump),
+        &dump,
+        "counts 16 experts per layer, the topology has 32",
+    );
 }
 
 #[test]
@@ -324,15 +364,30 @@ fn broken_trtllm_statistics_are_refused() {
     let rank1 = truncated.join("rank1.safetensors");
     let bytes = std::fs::read(&rank1).unwrap();
     std::fs::write(&rank1, &bytes[..bytes.len() - 100]).unwrap();
-    f.fails(&good, ("--trtllm", &truncated), &rank1, "not a readable safetensors");
+    f.fails(
+        &good,
+        ("--trtllm", &truncated),
+        &rank1,
+        "not a readable safetensors",
+    );
 
     let gap = f.copy_dir(&stats, "gap");
     std::fs::remove_file(gap.join("rank0.safetensors")).unwrap();
-    f.fails(&good, ("--trtllm", &gap), &gap, "rank0.safetensors is missing");
+    f.fails(
+        &good,
+        ("--trtllm", &gap),
+        &gap,
+        "rank0.safetensors is missing",
+    );
 
     let no_meta = f.copy_dir(&stats, "no_meta");
     std::fs::remove_file(no_meta.join("meta_info.json")).unwrap();
-    f.fails(&good, ("--trtllm", &no_meta), &no_meta.join("meta_info.json"), "cannot read");
+    f.fails(
+        &good,
+        ("--trtllm", &no_meta),
+        &no_meta.join("meta_info.json"),
+        "cannot read",
+    );
 
     // The layer layout: layer 2 is dense to this topology; 5 MoE layers
     // from layer 2 expects a layer 6 the model does not have.

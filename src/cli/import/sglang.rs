@@ -59,7 +59,11 @@ pub fn read(path: &Path, topology: &Topology) -> Result<Recording, CliError> {
     };
     let first = topology.first_moe_layer();
     let mut recording = Recording::new(topology);
-    for (step, block) in values.chunks_exact(hidden * experts).take(steps).enumerate() {
+    for (step, block) in values
+        .chunks_exact(hidden * experts)
+        .take(steps)
+        .enumerate()
+    {
         let out = recording.push_step();
         for (layer, row) in block.chunks_exact(experts).enumerate() {
             for (expert, &value) in row.iter().enumerate() {

@@ -93,7 +93,8 @@ fn rank_files(dir: &Path) -> Result<Vec<PathBuf>, CliError> {
             ranks.insert(rank, path);
         }
     }
-    let content = |detail: String| CliError::new(dir, Problem::Import(ImportError::Content(detail)));
+    let content =
+        |detail: String| CliError::new(dir, Problem::Import(ImportError::Content(detail)));
     if ranks.is_empty() {
         return Err(content(
             "no rank{r}.safetensors files: not an EXPERT_STATISTIC_PATH directory".to_owned(),
@@ -128,9 +129,10 @@ fn read_rank(
     let mut names = file.names();
     names.sort();
     for name in names {
-        let key_error = |detail: String| fail(ImportError::Content(format!("key `{name}`: {detail}")));
-        let (iter, layer) = parse_key(name)
-            .ok_or_else(|| key_error("not `{iter}_{layer}`".to_owned()))?;
+        let key_error =
+            |detail: String| fail(ImportError::Content(format!("key `{name}`: {detail}")));
+        let (iter, layer) =
+            parse_key(name).ok_or_else(|| key_error("not `{iter}_{layer}`".to_owned()))?;
         if !moe.contains(&layer) {
             return Err(fail(ImportError::Layout(format!(
                 "key `{name}`: layer {layer} is not one of the topology's MoE layers {}..={} (first_moe_layer {first}, num_layers {})",
@@ -139,9 +141,7 @@ fn read_rank(
                 topology.num_layers()
             ))));
         }
-        let view = file
-            .tensor(name)
-            .map_err(|e| key_error(e.to_string()))?;
+        let view = file.tensor(name).map_err(|e| key_error(e.to_string()))?;
         if view.shape() != [experts] {
             return Err(fail(ImportError::Layout(format!(
                 "key `{name}`: shape {:?}, expected [{experts}] (num_logical_experts)",

@@ -66,15 +66,12 @@ impl Source {
                 format!("cluster {cluster} at {url}"),
             ));
         }
-        let topology_path = args
-            .topology
-            .as_deref()
-            .ok_or_else(|| {
-                flag(
-                    "--topology",
-                    "is required with --trace, --loads, --sglang or --trtllm",
-                )
-            })?;
+        let topology_path = args.topology.as_deref().ok_or_else(|| {
+            flag(
+                "--topology",
+                "is required with --trace, --loads, --sglang or --trtllm",
+            )
+        })?;
         let topology = io::read_topology(topology_path)?;
         if let Some(path) = args.engine.path() {
             let steps = args
