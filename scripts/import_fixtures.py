@@ -18,7 +18,8 @@ dense, 4 MoE layers of 16 routed experts, 4 experts per token.
   (tensorrt_llm/_torch/expert_statistic.py): meta_info.json and one
   rank{r}.safetensors per rank, key "{iter}_{layer}" (absolute layer) holding
   torch.bincount's int64 counts, written by safetensors.torch.save_file.
-- Bad variants: a negative count, a key past the last MoE layer.
+- Bad variants: a negative count, a key past the last MoE layer, a
+  `per_token` mode dump.
 - expected.json beside each good fixture: the MoE rows summed over steps and
   each step's total, computed here with numpy for the tests to check against.
 """
@@ -91,6 +92,12 @@ def sglang() -> None:
     bad[1, FIRST_MOE_LAYER + 1, 5] = -3
     dump["logical_count"] = bad
     torch.save(dump, out / "negative.pt")
+    # A `per_token` mode dump (`_DetailAccumulator.dump`): not a `stat` one.
+    per_token = {
+        "records": [],
+        "last_physical_to_logical_map": torch.arange(EXPERTS).repeat(HIDDEN_LAYERS, 1),
+    }
+    torch.save(per_token, out / "per_token.pt")
 
 
 def trtllm_records(ranks: int, iters: range) -> list:

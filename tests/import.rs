@@ -308,6 +308,14 @@ fn broken_sglang_dumps_are_refused() {
     std::fs::write(&text, "{\"load\": []}").unwrap();
     f.fails(&good, ("--sglang", &text), &text, "not a readable PyTorch");
 
+    let per_token = fixture("sglang/per_token.pt");
+    f.fails(
+        &good,
+        ("--sglang", &per_token),
+        &per_token,
+        "no `logical_count` tensor: not an SGLang `stat` dump",
+    );
+
     let missing = f.path("missing.pt");
     f.fails(&good, ("--sglang", &missing), &missing, "cannot read");
 
