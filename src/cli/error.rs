@@ -8,6 +8,7 @@ use ballast_solver::planner::PlanError;
 use ballast_solver::ParseError;
 use thiserror::Error;
 
+use super::import::ImportError;
 use crate::history::HistoryError;
 
 /// Why a command failed, and (nearly always) the file at fault; displays as
@@ -61,6 +62,9 @@ pub enum Problem {
     },
     #[error(transparent)]
     Replay(ReplayError),
+    /// An engine's expert statistics that cannot be imported.
+    #[error(transparent)]
+    Import(ImportError),
     /// Reading a cluster's stored history failed.
     #[error(transparent)]
     History(HistoryError),
@@ -93,6 +97,7 @@ impl CliError {
             Problem::Plan(PlanError::Internal(_)) => 1,
             Problem::Plan(_) | Problem::Export(_) => 2,
             Problem::Config(_) | Problem::Flag(_) | Problem::Trace { .. } => 2,
+            Problem::Import(_) => 2,
             Problem::Replay(ReplayError::Plan { .. }) => 1,
             Problem::Replay(_) => 2,
             Problem::History(ref e) => history_exit_code(e),

@@ -8,6 +8,7 @@
 
 mod bound;
 mod error;
+mod import;
 mod io;
 mod replay;
 mod score;
@@ -18,6 +19,7 @@ use clap::{Parser, Subcommand};
 
 pub use bound::BoundArgs;
 pub use error::{CliError, Problem};
+pub use import::ImportArgs;
 pub use replay::ReplayArgs;
 pub use score::ScoreArgs;
 pub use solve::{Format, SolveArgs};
@@ -43,6 +45,9 @@ pub enum Command {
     /// Replay historical load through planning policies; score each plan on
     /// the window after it.
     Replay(ReplayArgs),
+    /// Read an engine's expert statistics (SGLang, TensorRT-LLM) into a load
+    /// matrix or a trace.
+    Import(ImportArgs),
     /// Run the placement service (HTTP API, planner loop) until stopped.
     Serve(crate::ServeArgs),
 }
@@ -72,6 +77,7 @@ pub fn run(cli: Cli) -> Result<Report, CliError> {
         Command::Score(args) => score::run(&args),
         Command::Bound(args) => bound::run(&args),
         Command::Replay(args) => replay::run(&args),
+        Command::Import(args) => import::run(&args),
         Command::Serve(args) => serve::run(args),
     }
 }

@@ -9,17 +9,19 @@
 mod output;
 mod source;
 
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
 use ballast_replay::{Context, Interval, PolicySpec, Replay, ReportData};
 use clap::Args;
 
 use super::error::{CliError, Problem};
+use super::import::EngineSource;
 use super::Report;
 use source::Source;
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("input").required(true).args(["trace", "loads", "database_url", "service"])))]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["trace", "loads", "sglang", "trtllm", "database_url", "service"])))]
 pub struct ReplayArgs {
     /// A trace: one window per line, `{"window": i, "load": [[..]]}`.
     #[arg(long, requires = "topology")]
@@ -28,6 +30,14 @@ pub struct ReplayArgs {
     /// file-name order.
     #[arg(long, requires = "topology")]
     pub loads: Option<PathBuf>,
+    /// An engine's own statistics (`ballast import`'s sources), `--window`
+    /// steps per window.
+    #[command(flatten)]
+    pub engine: EngineSource,
+    /// Steps (forward passes, iterations) per window of `--sglang` or
+    /// `--trtllm`; steps without tokens are skipped.
+    #[arg(long, value_name = "STEPS")]
+    pub window: Option<NonZeroUsize>,
     /// The service's database: replay a cluster's stored windows.
     #[arg(long, requires = "cluster", conflicts_with = "topology")]
     pub database_url: Option<String>,
@@ -47,7 +57,8 @@ pub struct ReplayArgs {
     /// Stored windows starting before this time (RFC 3339).
     #[arg(long)]
     pub until: Option<String>,
-    /// Cluster shape (topology.json) of a trace or load directory.
+    /// Cluster shape (topology.json) of a trace, load directory or engine
+    /// statistics.
     #[arg(long)]
     pub topology: Option<PathBuf>,
     /// A policy to replay, `NAME[:KEY=VALUE,...]`; repeat for several.

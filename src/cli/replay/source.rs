@@ -1,5 +1,6 @@
 //! Where replayed windows come from: a trace file, a directory of load
-//! matrices, or a cluster's stored history (its database, or a running
+//! matrices, an engine's own statistics (read whole, as `ballast import`
+//! reads them), or a cluster's stored history (its database, or a running
 //! service's API). Each yields windows one at a time, already parsed
 //! against the topology, and names the file and line at fault.
 
@@ -12,7 +13,7 @@ use ballast_solver::{LoadMatrix, ParseError, Topology};
 
 use super::ReplayArgs;
 use crate::cli::error::{CliError, Problem};
-use crate::cli::io;
+use crate::cli::{import, io};
 use crate::history::{self, History, HistoryError, Span};
 
 /// An open source of windows.
@@ -31,6 +32,11 @@ enum Kind {
     },
     Loads {
         files: Vec<PathBuf>,
+        next: usize,
+    },
+    Engine {
+        path: PathBuf,
+        windows: Vec<Vec<Vec<u64>>>,
         next: usize,
     },
     Stored {
@@ -60,11 +66,30 @@ impl Source {
                 format!("cluster {cluster} at {url}"),
             ));
         }
-        let topology_path = args
-            .topology
-            .as_deref()
-            .ok_or_else(|| flag("--topology", "is required with --trace or --loads"))?;
+        let topology_path = args.topology.as_deref().ok_or_else(|| {
+            flag(
+                "--topology",
+                "is required with --trace, --loads, --sglang or --trtllm",
+            )
+        })?;
         let topology = io::read_topology(topology_path)?;
+        if let Some(path) = args.engine.path() {
+            let steps = args
+                .window
+                .ok_or_else(|| flag("--window", "is required with --sglang or --trtllm"))?;
+            let windows = import::read(&args.engine, &topology)?.windows(steps.get());
+            return Ok(Source {
+                topology,
+                kind: Kind::Engine {
+                    path: path.to_path_buf(),
+                    windows,
+                    next: 0,
+                },
+            });
+        }
+        if args.window.is_some() {
+            return Err(flag("--window", "is only for --sglang or --trtllm"));
+        }
         let kind = if let Some(path) = &args.trace {
             let file = File::open(path).map_err(|e| CliError::new(path, Problem::Read(e)))?;
             let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -83,7 +108,7 @@ impl Source {
         } else {
             return Err(flag(
                 "--trace",
-                "or --loads, --database-url, --service is required",
+                "or --loads, --sglang, --trtllm, --database-url, --service is required",
             ));
         };
         Ok(Source { topology, kind })
@@ -110,6 +135,7 @@ impl Source {
         match &self.kind {
             Kind::Trace { bytes, .. } => Some(*bytes),
             Kind::Loads { files, .. } => Some(files.len() as u64),
+            Kind::Engine { windows, .. } => Some(windows.len() as u64),
             Kind::Stored { .. } => None,
         }
     }
@@ -119,7 +145,7 @@ impl Source {
     pub fn position(&self) -> u64 {
         match &self.kind {
             Kind::Trace { read, .. } => *read,
-            Kind::Loads { next, .. } => *next as u64,
+            Kind::Loads { next, .. } | Kind::Engine { next, .. } => *next as u64,
             Kind::Stored { read, .. } => *read,
         }
     }
@@ -127,7 +153,7 @@ impl Source {
     /// The source, for people.
     pub fn describe(&self) -> String {
         match &self.kind {
-            Kind::Trace { path, .. } => path.display().to_string(),
+            Kind::Trace { path, .. } | Kind::Engine { path, .. } => path.display().to_string(),
             Kind::Loads { files, .. } => match files.first().and_then(|f| f.parent()) {
                 Some(dir) => dir.display().to_string(),
                 None => "a load directory".to_owned(),
@@ -139,7 +165,7 @@ impl Source {
     /// An error about the windows read so far, naming the source.
     pub fn blame(&self, problem: Problem) -> CliError {
         match &self.kind {
-            Kind::Trace { path, .. } => CliError::new(path, problem),
+            Kind::Trace { path, .. } | Kind::Engine { path, .. } => CliError::new(path, problem),
             Kind::Loads { files, next } => match next.checked_sub(1).and_then(|i| files.get(i)) {
                 Some(file) => CliError::new(file, problem),
                 None => CliError::without_file(problem),
@@ -184,6 +210,20 @@ impl Source {
                 let index = *next as u64;
                 *next += 1;
                 Some(io::read_load(file, topology).map(|load| (index, load)))
+            }
+            Kind::Engine {
+                path,
+                windows,
+                next,
+            } => {
+                let rows = windows.get(*next)?;
+                let index = *next as u64;
+                *next += 1;
+                Some(
+                    import::to_load(rows, topology)
+                        .map(|load| (index, load))
+                        .map_err(|e| CliError::new(path, Problem::Parse(e))),
+                )
             }
             Kind::Stored { windows, read, .. } => {
                 let window = windows.next()?;
