@@ -360,6 +360,22 @@ fn broken_trtllm_statistics_are_refused() {
         &bad_key.join("rank0.safetensors"),
         "key `101_6`: layer 6 is not one of the topology's MoE layers 2..=5",
     );
+    // The same key is the MTP layer of a model that has one: its counts
+    // are left out (an MTP layer is placed like the last hidden layer).
+    let with_mtp = f.path("topology_mtp.json");
+    let mut spec = read_json(&good);
+    spec["mtp_layers"] = 1.into();
+    std::fs::write(&with_mtp, spec.to_string()).unwrap();
+    let out = f.path("mtp_load.json");
+    import(&[
+        "--topology",
+        s(&with_mtp),
+        "--trtllm",
+        s(&bad_key),
+        "--out",
+        s(&out),
+    ]);
+    assert_eq!(counts(&read_json(&out)["load"]).len(), 4);
     let negative = fixture("trtllm_negative");
     f.fails(
         &good,

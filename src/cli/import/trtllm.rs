@@ -126,6 +126,11 @@ fn read_rank(
     let experts = topology.num_logical_experts();
     let first = topology.first_moe_layer();
     let moe = first..first + topology.num_layers();
+    // MTP layers (keys after the hidden layers) have no load of their own
+    // in Ballast: their placement is the last hidden layer's.
+    let mtp = topology.layout().map_or(0..0, |l| {
+        l.num_hidden_layers..l.num_hidden_layers + l.mtp_layers
+    });
     let mut names = file.names();
     names.sort();
     for name in names {
@@ -133,9 +138,12 @@ fn read_rank(
             |detail: String| fail(ImportError::Content(format!("key `{name}`: {detail}")));
         let (iter, layer) =
             parse_key(name).ok_or_else(|| key_error("not `{iter}_{layer}`".to_owned()))?;
+        if mtp.contains(&layer) {
+            continue;
+        }
         if !moe.contains(&layer) {
             return Err(fail(ImportError::Layout(format!(
-                "key `{name}`: layer {layer} is not one of the topology's MoE layers {}..={} (first_moe_layer {first}, num_layers {})",
+                "key `{name}`: layer {layer} is not one of the topology's MoE layers {}..={} (first_moe_layer {first}, num_layers {}; mtp_layers for keys after them)",
                 moe.start,
                 moe.end - 1,
                 topology.num_layers()
