@@ -131,7 +131,7 @@ both!(diff_and_exports, |db| async move {
         .expect("a re-plan reports its migrations floor");
     assert!(floor <= loads, "floor {floor} > {loads}");
     let metrics = app.get("/metrics").await.text().await.unwrap();
-    let gauge = format!("ballast_plan_migrations_bound_experts{{cluster=\"c1\"}} {floor}");
+    let gauge = format!("ballast_plan_migrations_bound{{cluster=\"c1\"}} {floor}");
     assert!(metrics.contains(&gauge), "{gauge} missing");
     let same = app.get_json("/v1/clusters/c1/plans/2/diff?from=2").await;
     assert_eq!(same["migrations"], 0);
