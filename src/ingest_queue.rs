@@ -72,7 +72,11 @@ impl IngestQueue {
     }
 }
 
-async fn write_batches(store: Arc<Store>, metrics: Arc<Metrics>, mut receiver: mpsc::Receiver<Job>) {
+async fn write_batches(
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    mut receiver: mpsc::Receiver<Job>,
+) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     loop {
         if receiver.recv_many(&mut jobs, MAX_BATCH).await == 0 {

@@ -186,7 +186,9 @@ impl Metrics {
     /// too old to describe the cluster now (every worker silent), and a
     /// gauge frozen at its last value would say otherwise.
     pub fn forget_observed(&self, cluster: &str, layers: usize, gpus: usize) {
-        let _ = self.observed_model_imbalance.remove_label_values(&[cluster]);
+        let _ = self
+            .observed_model_imbalance
+            .remove_label_values(&[cluster]);
         for layer in 0..layers {
             let _ = self
                 .observed_layer_imbalance

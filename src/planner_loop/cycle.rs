@@ -176,11 +176,9 @@ async fn gather(
         .map(|w| to_matrix(w, topology))
         .collect::<Result<Vec<_>, _>>()?;
     if windows.is_empty() {
-        state.metrics.forget_observed(
-            cluster.as_str(),
-            topology.num_layers(),
-            topology.num_gpus(),
-        );
+        state
+            .metrics
+            .forget_observed(cluster.as_str(), topology.num_layers(), topology.num_gpus());
         return Err(CycleError::NoTelemetry);
     }
 
@@ -351,32 +349,30 @@ async fn cycle(
         return Ok(report(Outcome::Skipped));
     }
     let lineage = info.lineage;
-    let publish = state
-        .store
-        .publish(
-            cluster,
-            base_version,
-            now,
-            |version| {
-                let doc = document(
-                    cluster,
-                    Some(version),
-                    lineage,
-                    now,
-                    verdict.reason,
-                    &topology,
-                    candidate,
-                    &figures,
-                );
-                NewPlan {
-                    lineage,
-                    reason: verdict.reason.as_str().into(),
-                    stats: doc.stats.to_json(),
-                    document: doc.to_json(),
-                }
-            },
-            Some(row),
-        );
+    let publish = state.store.publish(
+        cluster,
+        base_version,
+        now,
+        |version| {
+            let doc = document(
+                cluster,
+                Some(version),
+                lineage,
+                now,
+                verdict.reason,
+                &topology,
+                candidate,
+                &figures,
+            );
+            NewPlan {
+                lineage,
+                reason: verdict.reason.as_str().into(),
+                stats: doc.stats.to_json(),
+                document: doc.to_json(),
+            }
+        },
+        Some(row),
+    );
     let outcome = state.metrics.time_store("publish", publish).await?;
     match outcome {
         PublishOutcome::Superseded { latest } => Err(CycleError::Superseded { latest }),
@@ -452,7 +448,9 @@ fn export_decision(state: &AppState, cluster: &ClusterName, decision: &Decision)
     let m = &state.metrics;
     let c = [cluster.as_str()];
     let f = &decision.figures;
-    m.solve_seconds.with_label_values(&c).observe(f.solve_seconds);
+    m.solve_seconds
+        .with_label_values(&c)
+        .observe(f.solve_seconds);
     m.predicted_model_imbalance
         .with_label_values(&c)
         .set(f.predicted_imbalance);
@@ -461,7 +459,9 @@ fn export_decision(state: &AppState, cluster: &ClusterName, decision: &Decision)
         .set(decision.candidate.stats.bound);
     match (f.current_imbalance, f.net_gain) {
         (Some(current), Some(net)) => {
-            m.estimated_model_imbalance.with_label_values(&c).set(current);
+            m.estimated_model_imbalance
+                .with_label_values(&c)
+                .set(current);
             m.net_gain.with_label_values(&c).set(net);
         }
         // No plan in force: nothing to compare with, and a figure left from

@@ -24,9 +24,9 @@ use std::borrow::Cow;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::any::{AnyConnectOptions, AnyConnection, AnyPoolOptions};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::{AnyPool, Connection, SqlSafeStr, Transaction};
+use sqlx::{AnyConnection, AnyPool, Connection, SqlSafeStr, Transaction};
 use thiserror::Error;
 use tokio::sync::{Mutex, MutexGuard};
 
@@ -473,8 +473,7 @@ async fn reachable(url: &str) -> StoreResult<()> {
         detail,
     };
     let options = AnyConnectOptions::from_str(url)?;
-    match tokio::time::timeout(FIRST_CONNECT_TIMEOUT, AnyConnection::connect_with(&options)).await
-    {
+    match tokio::time::timeout(FIRST_CONNECT_TIMEOUT, AnyConnection::connect_with(&options)).await {
         Ok(Ok(conn)) => {
             // Closing a connection we no longer need; its error changes nothing.
             let _ = conn.close().await;

@@ -66,7 +66,10 @@ fn prometheus_binary() -> Option<PathBuf> {
         "BALLAST_REQUIRE_PROMETHEUS=1 but {} does not exist (apt-get install prometheus)",
         path.display()
     );
-    eprintln!("skipping: {} not found (apt-get install prometheus)", path.display());
+    eprintln!(
+        "skipping: {} not found (apt-get install prometheus)",
+        path.display()
+    );
     None
 }
 
@@ -153,7 +156,8 @@ fn prometheus_config(service: &str, workers: &[String]) -> String {
             "ballast-worker" => workers.iter().map(|w| w.as_str().into()).collect(),
             other => panic!("prometheus.yml scrapes job {other}, which this test does not run"),
         };
-        job["static_configs"] = serde_norway::to_value(vec![json!({ "targets": targets })]).unwrap();
+        job["static_configs"] =
+            serde_norway::to_value(vec![json!({ "targets": targets })]).unwrap();
         jobs.insert(name);
     }
     assert_eq!(
@@ -169,7 +173,10 @@ fn start_prometheus(binary: &Path, dir: &Path, config: &str, port: u16) -> Child
     std::fs::write(&file, config).unwrap();
     Command::new(binary)
         .arg(format!("--config.file={}", file.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("tsdb").display()
+        ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
@@ -317,15 +324,19 @@ impl Prometheus {
     /// `Err` is Prometheus refusing the expression (a parse or type error).
     async fn range(&self, expr: &str) -> Result<usize, String> {
         let now = unix_now();
-        let body: Value = self
-            .client
-            .get(format!("{}/api/v1/query_range", self.base))
-            .query(&[
+        let url = reqwest::Url::parse_with_params(
+            &format!("{}/api/v1/query_range", self.base),
+            &[
                 ("query", expr),
                 ("start", &format!("{:.3}", self.since)),
                 ("end", &format!("{now:.3}")),
                 ("step", "1"),
-            ])
+            ],
+        )
+        .map_err(|e| e.to_string())?;
+        let body: Value = self
+            .client
+            .get(url)
             .send()
             .await
             .map_err(|e| e.to_string())?
@@ -359,7 +370,11 @@ fn unix_now() -> f64 {
 
 /// What is still missing, one line each; empty when every query has data
 /// and every rule evaluated cleanly.
-async fn missing(prometheus: &Prometheus, queries: &[Query], rules: &[(String, String)]) -> Vec<String> {
+async fn missing(
+    prometheus: &Prometheus,
+    queries: &[Query],
+    rules: &[(String, String)],
+) -> Vec<String> {
     let mut missing = Vec::new();
     for q in queries {
         match prometheus.range(&q.expr).await {
@@ -400,7 +415,9 @@ async fn missing(prometheus: &Prometheus, queries: &[Query], rules: &[(String, S
         .as_array()
         .is_some_and(|c| c.iter().any(|c| c == CLUSTER))
     {
-        missing.push(format!("the cluster variable does not list {CLUSTER}: {clusters}"));
+        missing.push(format!(
+            "the cluster variable does not list {CLUSTER}: {clusters}"
+        ));
     }
     missing
 }
@@ -459,7 +476,10 @@ async fn every_panel_and_alert_has_data() {
     // A window the service refuses (one layer for eight): the rejection
     // panel and alert then have a series, as they would after any refusal.
     let refused = client
-        .post(format!("{}/v1/clusters/{CLUSTER}/telemetry", service.address))
+        .post(format!(
+            "{}/v1/clusters/{CLUSTER}/telemetry",
+            service.address
+        ))
         .json(&json!({"worker": "node0-gpu0", "seq": 0, "logical_load": [[1.0]]}))
         .send()
         .await
@@ -516,7 +536,9 @@ async fn every_panel_and_alert_has_data() {
 #[test]
 fn selectors_are_found_with_their_matchers() {
     assert_eq!(
-        selectors(r#"sum by (cluster) (rate(ballast_ingest_rejections_total{cluster!=""}[5m])) / up{job="ballast"} > ballast_x"#),
+        selectors(
+            r#"sum by (cluster) (rate(ballast_ingest_rejections_total{cluster!=""}[5m])) / up{job="ballast"} > ballast_x"#
+        ),
         [
             r#"ballast_ingest_rejections_total{cluster!=""}"#,
             r#"up{job="ballast"}"#,

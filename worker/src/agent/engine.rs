@@ -183,7 +183,10 @@ impl Engine {
             self.counts.add(l, &routing);
             let dispatch = self.routes.dispatch(l, &routing)?;
             let per_gpu = dispatch.gpu_counts(shape.slots_per_gpu());
-            for (counter, tokens) in self.gpu_assignments[l].iter().zip(&per_gpu[own_gpus.clone()]) {
+            for (counter, tokens) in self.gpu_assignments[l]
+                .iter()
+                .zip(&per_gpu[own_gpus.clone()])
+            {
                 counter.inc_by(*tokens as u64);
             }
             let started = Instant::now();
