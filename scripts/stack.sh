@@ -6,7 +6,7 @@
 # to loopback ports. Grafana is not packaged for Debian: point one at
 # http://127.0.0.1:9090 with dashboards/ provisioned, or query Prometheus.
 #
-#   bash scripts/stack.sh [--nodes N] [--database-url URL] [--release]
+#   bash scripts/stack.sh [--database-url URL] [--release]
 #
 # Ports: service 8420, agents 9100.., Prometheus 9090 (BALLAST_STACK_*_PORT
 # to move them). Logs and the SQLite file go to a temporary directory,
@@ -14,15 +14,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-nodes=4
+nodes=$(sed -n 's/.*"num_nodes": \([0-9]*\).*/\1/p' examples/stack-topology.json)
 database_url=""
 profile=debug
 while (($#)); do
     case $1 in
-        --nodes) nodes=$2; shift 2 ;;
         --database-url) database_url=$2; shift 2 ;;
         --release) profile=release; shift ;;
-        *) echo "usage: $0 [--nodes N] [--database-url URL] [--release]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--database-url URL] [--release]" >&2; exit 2 ;;
     esac
 done
 service_port=${BALLAST_STACK_SERVICE_PORT:-8420}
@@ -55,10 +54,8 @@ for _ in $(seq 1 100); do
     curl -fsS "http://127.0.0.1:$service_port/readyz" >/dev/null 2>&1 && break
     sleep 0.2
 done
-# The stack's topology, with as many nodes as asked for.
-topology=$(sed "s/\"num_nodes\": [0-9]*/\"num_nodes\": $nodes/" examples/stack-topology.json)
 curl -fsS -X PUT "http://127.0.0.1:$service_port/v1/clusters/demo" \
-    -H 'content-type: application/json' --data-binary "$topology" >/dev/null
+    -H 'content-type: application/json' --data-binary @examples/stack-topology.json >/dev/null
 
 targets=()
 for node in $(seq 0 $((nodes - 1))); do

@@ -457,7 +457,9 @@ async fn every_panel_and_alert_has_data() {
         &std::fs::read_to_string(repo().join("examples/stack-topology.json")).unwrap(),
     )
     .unwrap();
+    // The same 48 slots on two nodes of eight GPUs: two agents instead of four.
     topology["num_nodes"] = json!(2);
+    topology["gpus_per_node"] = json!(8);
     let put = client
         .put(format!("{}/v1/clusters/{CLUSTER}", service.address))
         .json(&topology)
