@@ -213,7 +213,7 @@ impl Harness {
     }
 
     /// The imbalance of the steps run during the next [`MEASURE`]: of the
-    /// whole cluster, and of each node's own batches.
+    /// whole cluster, and of each node's own GPUs.
     async fn measure(&self) -> Phase {
         let before = self.scrape_all().await;
         tokio::time::sleep(MEASURE).await;
@@ -230,8 +230,18 @@ impl Harness {
         assert!(assignments > 0.0, "the workers ran no steps");
         Phase {
             cluster: imbalance(&cluster),
+            // Each node's own GPUs under its own dispatch mode.
             per_node: (0..after.len())
-                .map(|n| imbalance(&delta(&after[n..=n], &before[n..=n])))
+                .map(|n| {
+                    let own = n * GPUS / after.len()..(n + 1) * GPUS / after.len();
+                    let rows = delta(&after[n..=n], &before[n..=n]);
+                    imbalance(
+                        &rows
+                            .iter()
+                            .map(|r| r[own.clone()].to_vec())
+                            .collect::<Vec<_>>(),
+                    )
+                })
                 .collect(),
             assignments,
         }
