@@ -196,6 +196,7 @@ impl Run {
                     time_limit: *time_limit,
                     balance_tolerance: *balance_tolerance,
                     pricing: None,
+                    down_gpus: Vec::new(),
                 };
                 Some(solve(topology, load, &options)?.plan)
             }
