@@ -74,10 +74,14 @@ def svg(title, unit, series, start, end, width=900, height=420):
         t = start + (end - start) * i / 4
         label = time.strftime("%H:%M:%S", time.gmtime(t))
         parts.append(f'<text x="{x(t):.1f}" y="{height - bottom + 18}" fill="#9fa7b3" text-anchor="middle">{label}</text>')
-    for i, (name, points) in enumerate(series):
+    # The first query last, on top: it is the panel's headline series.
+    for i, (name, points) in reversed(list(enumerate(series))):
         colour = COLOURS[i % len(COLOURS)]
         path = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in points)
-        parts.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
+        dash = ' stroke-dasharray="6 4"' if i else ""
+        parts.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"{dash}/>')
+    for i, (name, points) in enumerate(series):
+        colour = COLOURS[i % len(COLOURS)]
         ly = height - bottom + 40 + 18 * (i // 2)
         lx = left + 420 * (i % 2)
         parts.append(f'<rect x="{lx}" y="{ly - 9}" width="14" height="4" fill="{colour}"/>')
