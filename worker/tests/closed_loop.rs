@@ -21,7 +21,7 @@
 //! routes each batch optimally (`--dispatch optimal`), so both dispatch
 //! modes run against real plans.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -369,6 +369,17 @@ async fn plans_balance_the_measured_load_and_follow_drift() {
     let replanned = h.measure().await;
 
     let scrapes = h.scrape_all().await;
+    // Per-GPU series only for each node's own GPUs (the cluster-wide
+    // cardinality stays linear in the GPUs, not quadratic).
+    for (node, metrics) in scrapes.iter().enumerate() {
+        let own = node * GPUS / scrapes.len()..(node + 1) * GPUS / scrapes.len();
+        let gpus: BTreeSet<usize> = metrics
+            .keys()
+            .filter_map(|k| k.strip_prefix("ballast_worker_gpu_expert_assignments_total{gpu=\""))
+            .map(|rest| rest.split('"').next().unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(gpus, own.collect::<BTreeSet<_>>(), "node {node}");
+    }
     let worker_migrations = sum_metric(&scrapes, "ballast_worker_migrations_total") - copies_v1;
     let intra = sum_metric(
         &scrapes,
