@@ -20,6 +20,7 @@ use std::sync::Arc;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::metrics::Metrics;
 use crate::store::telemetry::{IngestOutcome, StagedWindow};
 use crate::store::{Store, StoreError};
 use crate::time::now_ms;
@@ -54,9 +55,9 @@ impl IngestQueue {
     /// single writer anyway, and on PostgreSQL concurrent batches would add
     /// into the same per-layer load-window rows and wait on each other's row
     /// locks, so one batch at a time commits soonest.
-    pub fn start(store: Arc<Store>) -> IngestQueue {
+    pub fn start(store: Arc<Store>, metrics: Arc<Metrics>) -> IngestQueue {
         let (jobs, receiver) = mpsc::channel(QUEUE_DEPTH);
-        tokio::spawn(write_batches(store, receiver));
+        tokio::spawn(write_batches(store, metrics, receiver));
         IngestQueue { jobs }
     }
 
@@ -71,7 +72,11 @@ impl IngestQueue {
     }
 }
 
-async fn write_batches(store: Arc<Store>, mut receiver: mpsc::Receiver<Job>) {
+async fn write_batches(
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    mut receiver: mpsc::Receiver<Job>,
+) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     loop {
         if receiver.recv_many(&mut jobs, MAX_BATCH).await == 0 {
@@ -90,7 +95,7 @@ async fn write_batches(store: Arc<Store>, mut receiver: mpsc::Receiver<Job>) {
             .drain(..)
             .map(|job| (job.window, Some(job.reply)))
             .unzip();
-        store_halving(&store, &windows, replies).await;
+        store_halving(&store, &metrics, &windows, replies).await;
     }
 }
 
@@ -100,6 +105,7 @@ async fn write_batches(store: Arc<Store>, mut receiver: mpsc::Receiver<Job>) {
 /// extra transactions, and only its own handler gets the error.
 async fn store_halving(
     store: &Store,
+    metrics: &Metrics,
     windows: &[StagedWindow],
     mut replies: Vec<Option<oneshot::Sender<Result<IngestOutcome, IngestError>>>>,
 ) {
@@ -107,7 +113,12 @@ async fn store_halving(
     let mut pending: Vec<Range<usize>> = Vec::with_capacity(16);
     pending.push(0..windows.len());
     while let Some(range) = pending.pop() {
-        let result = store.ingest_batch(&windows[range.clone()], now_ms()).await;
+        let result = metrics
+            .time_store(
+                "ingest_batch",
+                store.ingest_batch(&windows[range.clone()], now_ms()),
+            )
+            .await;
         let answers: Vec<Result<IngestOutcome, IngestError>> = match result {
             Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
             Err(err) if range.len() > 1 && may_be_one_windows(&err) => {
@@ -143,6 +154,10 @@ fn may_be_one_windows(err: &StoreError) -> bool {
     match err {
         StoreError::Database(sqlx::Error::Database(_)) => true,
         StoreError::Codec(_) | StoreError::Corrupt { .. } => true,
-        StoreError::Database(_) | StoreError::Migrate(_) | StoreError::Url(_) => false,
+        StoreError::Database(_)
+        | StoreError::Migrate(_)
+        | StoreError::Url(_)
+        | StoreError::MissingDirectory { .. }
+        | StoreError::Unreachable { .. } => false,
     }
 }

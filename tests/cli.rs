@@ -689,3 +689,67 @@ fn optimal_routing_never_scores_worse_than_even_split() {
     assert!(optimal <= even + 1e-12, "optimal {optimal} > even {even}");
     assert!(optimal >= 1.0 - 1e-12);
 }
+
+/// A start that cannot open its database says why, at once: the missing
+/// directory of an SQLite file, and PostgreSQL's own error (here a refused
+/// connection: nothing listens on port 1) without the password, instead of
+/// "unable to open database file" or "pool timed out" after 10 s.
+#[test]
+fn serve_names_what_keeps_its_database_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-dir").join("ballast.db");
+    let started = std::time::Instant::now();
+    let out = ballast()
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url"])
+        .arg(format!("sqlite:{}", missing.display()))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "directory {} does not exist",
+            dir.path().join("no-such-dir").display()
+        )),
+        "{err}"
+    );
+    assert!(!dir.path().join("no-such-dir").exists());
+
+    let out = ballast()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            "postgres://ballast:s3cret@127.0.0.1:1/ballast",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot reach PostgreSQL at postgres://127.0.0.1:1/ballast")
+            && err.contains("refused"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(8));
+}
+
+/// Logs written to a file or a pipe carry no colour codes.
+#[test]
+fn serve_logs_to_a_pipe_without_colour() {
+    let out = ballast()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            "sqlite:/nonexistent-ballast-dir/x.db",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("WARN"), "{err}");
+    assert!(!err.contains('\u{1b}'), "{err:?}");
+}

@@ -113,6 +113,12 @@ pub async fn delete(
             format!("cluster {name} does not exist"),
         ));
     }
+    if let Some(entry) = state.plan_cache.entry(&name) {
+        let topology = &entry.info().topology;
+        state
+            .metrics
+            .forget_cluster(name.as_str(), topology.num_layers(), topology.num_gpus());
+    }
     state.plan_cache.remove(&name);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use super::error::ApiError;
 use super::{cluster_entry, parse_limit};
-use crate::domain::load_codec;
+use crate::domain::{load_codec, ClusterName};
 use crate::domain::{TelemetryWindow, WindowError, WindowLoad};
 use crate::plan_cache::ClusterEntry;
 use crate::state::AppState;
@@ -122,21 +122,27 @@ pub async fn post(
     body: Body,
 ) -> Result<(StatusCode, Json<TelemetryReceipt>), ApiError> {
     let started = Instant::now();
-    let result = ingest(&state, &cluster, &headers, body).await;
+    // The cluster's name once it is known to exist: a name from the path
+    // alone would let any caller mint series.
+    let mut known = None;
+    let result = ingest(&state, &cluster, &headers, body, &mut known).await;
     let m = &state.metrics;
+    let label = known.as_ref().map_or("", |c: &ClusterName| c.as_str());
     match &result {
         Ok((status, _)) => {
-            let label = if *status == StatusCode::ACCEPTED {
+            let result = if *status == StatusCode::ACCEPTED {
                 "accepted"
             } else {
                 "duplicate"
             };
-            m.ingest_windows.with_label_values(&[label]).inc();
-            m.ingest_seconds.observe(started.elapsed().as_secs_f64());
+            m.ingest_windows.with_label_values(&[label, result]).inc();
+            m.ingest_seconds
+                .with_label_values(&[label])
+                .observe(started.elapsed().as_secs_f64());
         }
         Err(err) => m
             .ingest_rejections
-            .with_label_values(&[err.code.as_str()])
+            .with_label_values(&[label, err.code.as_str()])
             .inc(),
     }
     result
@@ -147,16 +153,18 @@ async fn ingest(
     cluster: &str,
     headers: &HeaderMap,
     body: Body,
+    known: &mut Option<ClusterName>,
 ) -> Result<(StatusCode, Json<TelemetryReceipt>), ApiError> {
     let encoding = encoding(headers)?;
     let entry = cluster_entry(state, cluster).await?;
     let info = entry.info();
+    *known = Some(info.name.clone());
     let limit = window_body_limit(&info.topology, encoding).min(state.config.max_body_bytes);
     let body = read_body(headers, body, limit).await?;
     state
         .metrics
         .ingest_bytes
-        .with_label_values(&[encoding.label()])
+        .with_label_values(&[info.name.as_str(), encoding.label()])
         .inc_by(body.len() as u64);
     let raw = match encoding {
         Encoding::Json => RawWindow::from_json(&body),
@@ -190,6 +198,13 @@ async fn ingest(
     let grid = state.config.windows();
     match outcome {
         IngestOutcome::Accepted | IngestOutcome::Duplicate => {
+            // The newest end, not the last one: a late retry must not make
+            // the telemetry look older than it is.
+            let newest = state
+                .metrics
+                .telemetry_latest_window
+                .with_label_values(&[info.name.as_str()]);
+            newest.set(newest.get().max(window.end_ms as f64 / 1000.0));
             let (status, receipt) = if outcome == IngestOutcome::Accepted {
                 (StatusCode::ACCEPTED, ReceiptStatus::Accepted)
             } else {

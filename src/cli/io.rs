@@ -13,8 +13,22 @@ fn read_text(path: &Path) -> Result<String, CliError> {
     std::fs::read_to_string(path).map_err(|e| CliError::new(path, Problem::Read(e)))
 }
 
+/// A topology file, or a plan document the service served (`GET
+/// .../plans/latest`), which carries its topology under `topology`: an
+/// operator holding a served plan need not fetch the topology apart.
 pub fn read_topology(path: &Path) -> Result<Topology, CliError> {
-    Topology::from_json(&read_text(path)?).map_err(|e| CliError::new(path, Problem::Parse(e)))
+    let text = read_text(path)?;
+    let embedded = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|mut doc| match doc.get("num_layers") {
+            Some(_) => None,
+            None => doc.get_mut("topology").map(serde_json::Value::take),
+        });
+    let parsed = match embedded {
+        Some(topology) => Topology::from_json(&topology.to_string()),
+        None => Topology::from_json(&text),
+    };
+    parsed.map_err(|e| CliError::new(path, Problem::Parse(e)))
 }
 
 /// A load file: CSV when the name ends in `.csv` (any case), JSON otherwise.
@@ -82,6 +96,22 @@ mod tests {
             err.starts_with(&format!("{}: malformed load JSON", json.display())),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_served_plan_gives_its_topology() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = dir.path().join("served.json");
+        let doc = format!(r#"{{"version": 3, "phy2log": [[0]], "topology": {TOPOLOGY}}}"#);
+        std::fs::write(&plan, doc).unwrap();
+        assert_eq!(
+            read_topology(&plan).unwrap(),
+            Topology::from_json(TOPOLOGY).unwrap()
+        );
+        // A plan without one still says what a topology needs.
+        std::fs::write(&plan, r#"{"phy2log": [[0]]}"#).unwrap();
+        let err = read_topology(&plan).unwrap_err().to_string();
+        assert!(err.contains("num_layers"), "{err}");
     }
 
     #[test]

@@ -122,10 +122,14 @@ pub async fn run(
                 info!(reason = err.reason(), error = %err, "planner cycle ended without a candidate");
                 if !matches!(err, CycleError::Store(_)) {
                     let row = decision_row(&info, cycle, None, err.reason(), err.to_string(), None);
-                    state.store.record_decision(&row).await?;
+                    record(state, &row).await?;
                 }
             }
         }
+    }
+    // Forced re-plans count too (a dry run decides nothing): an operator's
+    // rebalance is a decision the dashboards must show beside the loop's.
+    if trigger != (Trigger::Rebalance { dry_run: true }) {
         let reason = match &result {
             Ok(r) => r.reason,
             Err(e) => e.reason(),
@@ -158,22 +162,23 @@ async fn gather(
     let topology = &info.topology;
     let config = &state.config;
     let closed_before = config.windows().closed_before(now_ms());
-    let stored = state
-        .store
-        .load_windows(
-            cluster,
-            info.lineage,
-            closed_before,
-            config.planning.windows_needed(),
-            topology.num_layers(),
-            topology.num_layers() * topology.num_logical_experts(),
-        )
-        .await?;
+    let stored = state.store.load_windows(
+        cluster,
+        info.lineage,
+        closed_before,
+        config.planning.windows_needed(),
+        topology.num_layers(),
+        topology.num_layers() * topology.num_logical_experts(),
+    );
+    let stored = state.metrics.time_store("load_windows", stored).await?;
     let windows = stored
         .iter()
         .map(|w| to_matrix(w, topology))
         .collect::<Result<Vec<_>, _>>()?;
     if windows.is_empty() {
+        state
+            .metrics
+            .forget_observed(cluster.as_str(), topology.num_layers(), topology.num_gpus());
         return Err(CycleError::NoTelemetry);
     }
 
@@ -186,8 +191,21 @@ async fn gather(
             .filter(|p| p.lineage == info.lineage),
         None => None,
     };
-    if let (Some(current), Some(latest)) = (&current, windows.last()) {
-        observe(state, cluster, topology, &current.plan, latest);
+    match (&current, windows.last(), stored.last()) {
+        // One missed window is a late worker; two, a silent cluster.
+        (Some(current), Some(latest), Some(newest)) if newest.bucket + 2 >= closed_before => {
+            observe(state, cluster, topology, &current.plan, latest);
+            state
+                .metrics
+                .observed_window
+                .with_label_values(&[cluster.as_str()])
+                .set(config.windows().end_ms(newest.bucket) as f64 / 1000.0);
+        }
+        _ => state.metrics.forget_observed(
+            cluster.as_str(),
+            topology.num_layers(),
+            topology.num_gpus(),
+        ),
     }
     let excluded = if config.exclude_down_workers {
         state
@@ -251,13 +269,7 @@ async fn cycle(
         .await
         .map_err(|e| CycleError::Join(e.to_string()))??
     };
-    let m = &state.metrics;
-    m.solve_seconds
-        .with_label_values(&[cluster.as_str()])
-        .observe(decision.figures.solve_seconds);
-    m.predicted_model_imbalance
-        .with_label_values(&[cluster.as_str()])
-        .set(decision.figures.predicted_imbalance);
+    export_decision(state, cluster, &decision);
 
     let verdict = decision.verdict;
     let figures = PlanFigures {
@@ -311,7 +323,7 @@ async fn cycle(
                 detail.clone(),
                 Some(&decision),
             );
-            state.store.record_decision(&row).await?;
+            record(state, &row).await?;
         }
         return Ok(Report {
             outcome: Outcome::Unchanged(current),
@@ -333,37 +345,35 @@ async fn cycle(
         Some(&decision),
     );
     if !verdict.publish {
-        state.store.record_decision(&row).await?;
+        record(state, &row).await?;
         return Ok(report(Outcome::Skipped));
     }
     let lineage = info.lineage;
-    let outcome = state
-        .store
-        .publish(
-            cluster,
-            base_version,
-            now,
-            |version| {
-                let doc = document(
-                    cluster,
-                    Some(version),
-                    lineage,
-                    now,
-                    verdict.reason,
-                    &topology,
-                    candidate,
-                    &figures,
-                );
-                NewPlan {
-                    lineage,
-                    reason: verdict.reason.as_str().into(),
-                    stats: doc.stats.to_json(),
-                    document: doc.to_json(),
-                }
-            },
-            Some(row),
-        )
-        .await?;
+    let publish = state.store.publish(
+        cluster,
+        base_version,
+        now,
+        |version| {
+            let doc = document(
+                cluster,
+                Some(version),
+                lineage,
+                now,
+                verdict.reason,
+                &topology,
+                candidate,
+                &figures,
+            );
+            NewPlan {
+                lineage,
+                reason: verdict.reason.as_str().into(),
+                stats: doc.stats.to_json(),
+                document: doc.to_json(),
+            }
+        },
+        Some(row),
+    );
+    let outcome = state.metrics.time_store("publish", publish).await?;
     match outcome {
         PublishOutcome::Superseded { latest } => Err(CycleError::Superseded { latest }),
         PublishOutcome::Published(row) => {
@@ -373,7 +383,7 @@ async fn cycle(
                 candidate.plan.clone(),
             ));
             state.plan_cache.announce(cluster, published.clone());
-            export_published(state, cluster, row.version, candidate);
+            export_published(state, cluster, &published, verdict.reason, candidate);
             info!(version = row.version, reason = row.reason, "published plan");
             Ok(report(Outcome::Published(published)))
         }
@@ -424,28 +434,94 @@ fn decision_row(
     }
 }
 
-/// Gauges of the plan just published.
-fn export_published(state: &AppState, cluster: &ClusterName, version: i64, candidate: &Candidate) {
+/// Stores a decision row, timed.
+async fn record(state: &AppState, row: &DecisionRow) -> Result<(), StoreError> {
+    let metrics = &state.metrics;
+    metrics
+        .time_store("record_decision", state.store.record_decision(row))
+        .await
+}
+
+/// The figures behind a decision: how the candidate, the plan in force and
+/// the bound compare on the estimate, and where the trigger stands.
+fn export_decision(state: &AppState, cluster: &ClusterName, decision: &Decision) {
     let m = &state.metrics;
-    m.plan_version
-        .with_label_values(&[cluster.as_str()])
-        .set(version);
+    let c = [cluster.as_str()];
+    let f = &decision.figures;
+    m.solve_seconds
+        .with_label_values(&c)
+        .observe(f.solve_seconds);
+    m.predicted_model_imbalance
+        .with_label_values(&c)
+        .set(f.predicted_imbalance);
+    m.bound_model_imbalance
+        .with_label_values(&c)
+        .set(decision.candidate.stats.bound);
+    match (f.current_imbalance, f.net_gain) {
+        (Some(current), Some(net)) => {
+            m.estimated_model_imbalance
+                .with_label_values(&c)
+                .set(current);
+            m.net_gain.with_label_values(&c).set(net);
+        }
+        // No plan in force: nothing to compare with, and a figure left from
+        // an earlier lineage would mislead.
+        _ => {
+            let _ = m.estimated_model_imbalance.remove_label_values(&c);
+            let _ = m.net_gain.remove_label_values(&c);
+        }
+    }
+    m.armed_cycles
+        .with_label_values(&c)
+        .set(i64::from(decision.verdict.streak));
+    m.gain_threshold
+        .with_label_values(&c)
+        .set(state.config.planning.thresholds.threshold);
+}
+
+/// Gauges and counters of the plan just published.
+fn export_published(
+    state: &AppState,
+    cluster: &ClusterName,
+    published: &PublishedPlan,
+    reason: Reason,
+    candidate: &Candidate,
+) {
+    let m = &state.metrics;
+    let c = [cluster.as_str()];
+    m.plan_version.with_label_values(&c).set(published.version);
+    m.plan_published
+        .with_label_values(&c)
+        .set(published.created_at_ms as f64 / 1000.0);
+    m.plan_publishes
+        .with_label_values(&[cluster.as_str(), reason.as_str()])
+        .inc();
+    // The rollout starts now; the planner loop's ticks grow it while GPUs
+    // are pending.
+    m.rollout_seconds.with_label_values(&c).set(0.0);
     let migrations = candidate.migrations.unwrap_or(0) as i64;
-    m.plan_migrations
-        .with_label_values(&[cluster.as_str()])
-        .set(migrations);
+    m.plan_migrations.with_label_values(&c).set(migrations);
     let floor = candidate
         .stats
         .replan
         .as_ref()
         .and_then(|r| r.migrations_bound)
         .unwrap_or(0) as i64;
-    m.plan_migrations_bound
-        .with_label_values(&[cluster.as_str()])
-        .set(floor);
+    m.plan_migrations_bound.with_label_values(&c).set(floor);
     m.migrations_total
-        .with_label_values(&[cluster.as_str()])
+        .with_label_values(&c)
         .inc_by(migrations as u64);
+    // Bytes are known only when the topology gives `expert_bytes`; a 0
+    // would claim the move cost nothing.
+    match candidate.stats.bytes_moved {
+        Some(bytes) => {
+            m.plan_moved_bytes.with_label_values(&c).set(bytes as i64);
+            m.moved_bytes_total.with_label_values(&c).inc_by(bytes);
+        }
+        None => {
+            let _ = m.plan_moved_bytes.remove_label_values(&c);
+        }
+    }
 }
 
 /// A stored window as the load matrix it must be; anything else is corrupt.
@@ -478,6 +554,23 @@ fn observe(
         m.observed_layer_imbalance
             .with_label_values(&[cluster.as_str(), &layer.to_string()])
             .set(l.imbalance);
+    }
+    // Each GPU's share of the forward pass: its load summed over layers
+    // over the ideal summed over layers, so 1.0 is a fair share and the
+    // hottest GPU has the largest.
+    let ideal: f64 = s.layers.iter().map(|l| l.ideal_load).sum();
+    if ideal > 0.0 {
+        let gpus = (0..topology.num_layers()).fold(vec![0.0; topology.num_gpus()], |mut sum, l| {
+            let shares = plan.layer_shares(l, topology.num_logical_experts());
+            let loads = score::gpu_loads(topology, latest.layer(l), plan.layer(l), &shares);
+            sum.iter_mut().zip(loads).for_each(|(s, x)| *s += x);
+            sum
+        });
+        for (gpu, load) in gpus.into_iter().enumerate() {
+            m.observed_gpu_load
+                .with_label_values(&[cluster.as_str(), &gpu.to_string()])
+                .set(load / ideal);
+        }
     }
 }
 

@@ -115,18 +115,21 @@ async fn export_worker_metrics(
         m.rollout_pending_gpus
             .with_label_values(&[cluster.as_str()])
             .set(pending);
-        let lag = if pending > 0 {
-            Duration::from_millis(now.saturating_sub(latest.created_at_ms).max(0) as u64)
-                .as_secs_f64()
-        } else {
-            0.0
-        };
-        m.rollout_lag_seconds
-            .with_label_values(&[cluster.as_str()])
-            .set(lag);
+        // While GPUs are pending the gauge grows; once the last one acked it
+        // keeps the time the rollout took (as of the last tick that saw it
+        // pending) instead of dropping to 0, which would read as "instant".
+        if pending > 0 {
+            let age = Duration::from_millis(now.saturating_sub(latest.created_at_ms).max(0) as u64);
+            m.rollout_seconds
+                .with_label_values(&[cluster.as_str()])
+                .set(age.as_secs_f64());
+        }
         m.plan_version
             .with_label_values(&[cluster.as_str()])
             .set(latest.version);
+        m.plan_published
+            .with_label_values(&[cluster.as_str()])
+            .set(latest.created_at_ms as f64 / 1000.0);
     }
     Ok(())
 }

@@ -83,12 +83,13 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", config.listen))?;
         let (stop, shutdown) = watch::channel(false);
+        let metrics = Arc::new(Metrics::new());
         let state = AppState {
             config: Arc::new(config),
-            ingest: IngestQueue::start(store.clone()),
+            ingest: IngestQueue::start(store.clone(), metrics.clone()),
             store,
             plan_cache,
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             heartbeat: Arc::new(Heartbeat::default()),
             shutdown,
         };
@@ -207,7 +208,8 @@ async fn checkpoint_loop(state: AppState) {
             _ = ticker.tick() => {}
             _ = state.shutting_down() => return,
         }
-        if let Err(err) = state.store.checkpoint().await {
+        let checkpoint = state.store.checkpoint();
+        if let Err(err) = state.metrics.time_store("checkpoint", checkpoint).await {
             warn!(error = %err, "WAL checkpoint failed");
         }
     }

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::{AnyPool, Connection, SqlSafeStr, Transaction};
+use sqlx::{AnyConnection, AnyPool, Connection, SqlSafeStr, Transaction};
 use thiserror::Error;
 use tokio::sync::{Mutex, MutexGuard};
 
@@ -82,6 +82,10 @@ pub enum StoreError {
     Corrupt { what: &'static str, detail: String },
     #[error("unsupported database URL `{0}`: use sqlite:PATH or postgres://...")]
     Url(String),
+    #[error("SQLite database {file}: directory {dir} does not exist (create it, or point --database-url elsewhere)")]
+    MissingDirectory { file: String, dir: String },
+    #[error("cannot reach PostgreSQL at {target}: {detail}")]
+    Unreachable { target: String, detail: String },
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -187,6 +191,11 @@ impl Store {
             }
             _ => url.to_owned(),
         };
+        match backend {
+            Backend::Sqlite if access == Access::ReadWrite => sqlite_directory_exists(&url)?,
+            Backend::Postgres => reachable(&url).await?,
+            Backend::Sqlite => {}
+        }
         let options = AnyConnectOptions::from_str(&url)?;
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
@@ -421,6 +430,72 @@ impl<'q> sqlx::Encode<'q, sqlx::Any> for NullableF64 {
             Some(v) => <f64 as sqlx::Encode<sqlx::Any>>::encode_by_ref(&v, buf),
             None => <Option<f32> as sqlx::Encode<sqlx::Any>>::encode_by_ref(&None, buf),
         }
+    }
+}
+
+/// SQLite says only "unable to open database file" when the file's
+/// directory is missing; name the directory instead.
+fn sqlite_directory_exists(url: &str) -> StoreResult<()> {
+    let path = url
+        .trim_start_matches("sqlite:")
+        .trim_start_matches("//")
+        .split('?')
+        .next()
+        .unwrap_or("");
+    if path.is_empty() || path == ":memory:" {
+        return Ok(());
+    }
+    let dir = match std::path::Path::new(path).parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => return Ok(()),
+    };
+    if dir.is_dir() {
+        Ok(())
+    } else {
+        Err(StoreError::MissingDirectory {
+            file: path.to_owned(),
+            dir: dir.display().to_string(),
+        })
+    }
+}
+
+/// How long the first connection to PostgreSQL may take before the start
+/// fails: a server that does not answer within it is as good as down.
+const FIRST_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One direct connection before the pool is built: the pool retries a
+/// refused connection until its acquire timeout and then reports only
+/// "pool timed out", hiding "connection refused" or a bad password.
+async fn reachable(url: &str) -> StoreResult<()> {
+    let target = without_credentials(url);
+    let unreachable = |detail: String| StoreError::Unreachable {
+        target: target.clone(),
+        detail,
+    };
+    let options = AnyConnectOptions::from_str(url)?;
+    match tokio::time::timeout(FIRST_CONNECT_TIMEOUT, AnyConnection::connect_with(&options)).await {
+        Ok(Ok(conn)) => {
+            // Closing a connection we no longer need; its error changes nothing.
+            let _ = conn.close().await;
+            Ok(())
+        }
+        Ok(Err(err)) => Err(unreachable(err.to_string())),
+        Err(_) => Err(unreachable(format!(
+            "no answer within {} s",
+            FIRST_CONNECT_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+/// The URL without its user and password, for messages.
+fn without_credentials(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+            let host = host.split('?').next().unwrap_or(host);
+            format!("{scheme}://{host}")
+        }
+        None => url.to_owned(),
     }
 }
 

@@ -12,6 +12,7 @@ mod faults_gpu;
 mod faults_http;
 mod faults_ingest;
 mod health;
+mod metrics;
 mod plans;
 mod replicas;
 mod telemetry;

@@ -131,8 +131,32 @@ both!(diff_and_exports, |db| async move {
         .expect("a re-plan reports its migrations floor");
     assert!(floor <= loads, "floor {floor} > {loads}");
     let metrics = app.get("/metrics").await.text().await.unwrap();
-    let gauge = format!("ballast_plan_migrations_bound_experts{{cluster=\"c1\"}} {floor}");
+    let gauge = format!("ballast_plan_migrations_bound{{cluster=\"c1\"}} {floor}");
     assert!(metrics.contains(&gauge), "{gauge} missing");
+    // Forced re-plans are decisions and publishes like the loop's, with
+    // the time of the latest.
+    for line in [
+        "ballast_planner_decisions_total{cluster=\"c1\",reason=\"forced\"} 2",
+        "ballast_plan_publishes_total{cluster=\"c1\",reason=\"forced\"} 2",
+        &format!("ballast_plan_migrations{{cluster=\"c1\"}} {loads}"),
+        "ballast_plan_version{cluster=\"c1\"} 2",
+        "ballast_plan_published_timestamp_seconds{cluster=\"c1\"} ",
+        "ballast_bound_model_imbalance_ratio{cluster=\"c1\"} ",
+        "ballast_rollout_duration_seconds{cluster=\"c1\"} ",
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
+    // A dry run decides nothing.
+    let dry = app
+        .client
+        .post(app.url("/v1/clusters/c1/rebalance?dry_run=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dry.status(), 200);
+    assert_eq!(dry.json::<Value>().await.unwrap()["dry_run"], true);
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("ballast_planner_decisions_total{cluster=\"c1\",reason=\"forced\"} 2"));
     let same = app.get_json("/v1/clusters/c1/plans/2/diff?from=2").await;
     assert_eq!(same["migrations"], 0);
 

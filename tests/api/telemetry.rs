@@ -49,7 +49,7 @@ both!(windows_are_idempotent_and_counted_once, |db| async move {
     assert_eq!(tokens(&app, "c1").await, (1, total(&w)));
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(
-        metrics.contains("ballast_ingest_windows_total{result=\"duplicate\"} 3"),
+        metrics.contains("ballast_ingest_windows_total{cluster=\"c1\",result=\"duplicate\"} 3"),
         "{metrics}"
     );
     app.stop().await;

@@ -3,9 +3,10 @@
 //! one per node of a 2-node cluster, on loopback.
 //!
 //! The per-GPU load is measured by the workers themselves (the
-//! `ballast_worker_gpu_tokens_total` counters: token→expert assignments each
-//! node's batches sent to each GPU under the plan it ran), summed over both
-//! nodes over a few seconds of steps. The test checks that
+//! `ballast_worker_gpu_expert_assignments_total` counters: token→expert
+//! assignments each node's own GPUs computed under the plan it ran; both
+//! nodes draw from the same popularity, so each node's share samples its
+//! GPUs' whole load) over a few seconds of steps. The test checks that
 //! 1. the first plan (from the workers' telemetry) lowers the imbalance the
 //!    workers measure under the default placement;
 //! 2. a drift of the traffic (all expert popularities shuffled through the
@@ -20,7 +21,7 @@
 //! routes each batch optimally (`--dispatch optimal`), so both dispatch
 //! modes run against real plans.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -112,15 +113,32 @@ fn start_worker(
     (child, format!("http://{address}/metrics"))
 }
 
-/// Parses the Prometheus text of one worker: `name{labels}` → value.
+/// Parses the Prometheus text of one worker: `name{labels}` → value, with
+/// the `cluster` and `node` labels every series carries left out.
 fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .filter_map(|l| {
             let (key, value) = l.rsplit_once(' ')?;
-            Some((key.to_owned(), value.parse().ok()?))
+            Some((without_node_labels(key), value.parse().ok()?))
         })
         .collect()
+}
+
+fn without_node_labels(key: &str) -> String {
+    let Some((name, labels)) = key.split_once('{') else {
+        return key.to_owned();
+    };
+    let kept: Vec<&str> = labels
+        .trim_end_matches('}')
+        .split(',')
+        .filter(|l| !l.starts_with("cluster=") && !l.starts_with("node="))
+        .collect();
+    if kept.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{name}{{{}}}", kept.join(","))
+    }
 }
 
 async fn scrape(client: &reqwest::Client, url: &str) -> BTreeMap<String, f64> {
@@ -134,8 +152,9 @@ fn gpu_tokens(scrapes: &[BTreeMap<String, f64>]) -> Vec<Vec<f64>> {
     for metrics in scrapes {
         for (layer, row) in load.iter_mut().enumerate() {
             for (gpu, v) in row.iter_mut().enumerate() {
-                let key =
-                    format!("ballast_worker_gpu_tokens_total{{gpu=\"{gpu}\",layer=\"{layer}\"}}");
+                let key = format!(
+                    "ballast_worker_gpu_expert_assignments_total{{gpu=\"{gpu}\",layer=\"{layer}\"}}"
+                );
                 *v += metrics.get(&key).copied().unwrap_or(0.0);
             }
         }
@@ -194,7 +213,7 @@ impl Harness {
     }
 
     /// The imbalance of the steps run during the next [`MEASURE`]: of the
-    /// whole cluster, and of each node's own batches.
+    /// whole cluster, and of each node's own GPUs.
     async fn measure(&self) -> Phase {
         let before = self.scrape_all().await;
         tokio::time::sleep(MEASURE).await;
@@ -211,8 +230,18 @@ impl Harness {
         assert!(assignments > 0.0, "the workers ran no steps");
         Phase {
             cluster: imbalance(&cluster),
+            // Each node's own GPUs under its own dispatch mode.
             per_node: (0..after.len())
-                .map(|n| imbalance(&delta(&after[n..=n], &before[n..=n])))
+                .map(|n| {
+                    let own = n * GPUS / after.len()..(n + 1) * GPUS / after.len();
+                    let rows = delta(&after[n..=n], &before[n..=n]);
+                    imbalance(
+                        &rows
+                            .iter()
+                            .map(|r| r[own.clone()].to_vec())
+                            .collect::<Vec<_>>(),
+                    )
+                })
                 .collect(),
             assignments,
         }
@@ -340,6 +369,17 @@ async fn plans_balance_the_measured_load_and_follow_drift() {
     let replanned = h.measure().await;
 
     let scrapes = h.scrape_all().await;
+    // Per-GPU series only for each node's own GPUs (the cluster-wide
+    // cardinality stays linear in the GPUs, not quadratic).
+    for (node, metrics) in scrapes.iter().enumerate() {
+        let own = node * GPUS / scrapes.len()..(node + 1) * GPUS / scrapes.len();
+        let gpus: BTreeSet<usize> = metrics
+            .keys()
+            .filter_map(|k| k.strip_prefix("ballast_worker_gpu_expert_assignments_total{gpu=\""))
+            .map(|rest| rest.split('"').next().unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(gpus, own.collect::<BTreeSet<_>>(), "node {node}");
+    }
     let worker_migrations = sum_metric(&scrapes, "ballast_worker_migrations_total") - copies_v1;
     let intra = sum_metric(
         &scrapes,

@@ -64,7 +64,7 @@ async fn buffered_windows_survive_an_outage_exactly_once() {
     service.stop().await;
 
     // The service is down: the first window is retried, later ones queue.
-    let metrics = Arc::new(AgentMetrics::new().unwrap());
+    let metrics = Arc::new(AgentMetrics::new("test", 0).unwrap());
     let outbox = Arc::new(Outbox::new(3, metrics.clone()));
     let client = ServiceClient::new(&address, CLUSTER, None).unwrap();
     let (drained_tx, drained) = watch::channel(false);

@@ -101,23 +101,24 @@ pub struct Engine {
     version: i64,
     counts: WindowCounts,
     window_started: Instant,
-    /// `gpu_tokens` counters, `[layer][gpu]`.
-    gpu_tokens: Vec<Vec<IntCounter>>,
+    /// `gpu_expert_assignments` counters of this node's own GPUs,
+    /// `[layer][local gpu]`.
+    gpu_assignments: Vec<Vec<IntCounter>>,
 }
 
 impl Engine {
     pub fn new(parts: EngineParts, links: Links) -> Result<Self, AgentError> {
         let routes = Routes::new(parts.mode, parts.plan.placements(parts.mode)?, &parts.shape)?;
         let layers = parts.layers.len();
-        let gpus = parts.shape.cluster_slots() / parts.shape.slots_per_gpu();
-        let gpu_tokens = (0..layers)
+        let shape = &parts.shape;
+        let gpu_assignments = (0..layers)
             .map(|l| {
-                (0..gpus)
+                (0..shape.gpus_per_node())
                     .map(|g| {
                         links
                             .metrics
-                            .gpu_tokens
-                            .with_label_values(&[&l.to_string(), &g.to_string()])
+                            .gpu_assignments
+                            .with_label_values(&[&l.to_string(), &shape.global_gpu(g).to_string()])
                     })
                     .collect()
             })
@@ -136,7 +137,7 @@ impl Engine {
             routes,
             counts,
             window_started: Instant::now(),
-            gpu_tokens,
+            gpu_assignments,
         })
     }
 
@@ -172,23 +173,31 @@ impl Engine {
         let batch = self.parts.generator.next_batch();
         let hidden = self.parts.generator.hidden_states();
         let weights = self.parts.node.snapshot();
-        let per_gpu = self.parts.shape.slots_per_gpu();
+        let shape = &self.parts.shape;
+        let own_gpus = shape.global_gpu(0)..shape.global_gpu(shape.gpus_per_node());
+        let m = &self.links.metrics;
+        if let Some(first) = batch.routings.first() {
+            m.tokens.inc_by(first.tokens() as u64);
+        }
         for (l, routing) in batch.routings.into_iter().enumerate() {
             self.counts.add(l, &routing);
             let dispatch = self.routes.dispatch(l, &routing)?;
-            for (counter, tokens) in self.gpu_tokens[l].iter().zip(dispatch.gpu_counts(per_gpu)) {
-                counter.inc_by(tokens as u64);
+            let per_gpu = dispatch.gpu_counts(shape.slots_per_gpu());
+            for (counter, tokens) in self.gpu_assignments[l]
+                .iter()
+                .zip(&per_gpu[own_gpus.clone()])
+            {
+                counter.inc_by(*tokens as u64);
             }
+            let started = Instant::now();
             let out = self.parts.layers[l].forward_dispatched(
                 &hidden,
                 routing,
                 dispatch,
                 &weights.layer(l),
             )?;
-            self.links
-                .metrics
-                .remote_assignments
-                .inc_by(out.remote_assignments as u64);
+            m.expert_seconds.inc_by(started.elapsed().as_secs_f64());
+            m.remote_assignments.inc_by(out.remote_assignments as u64);
         }
         self.counts.end_step();
         Ok(())

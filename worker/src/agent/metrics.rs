@@ -1,6 +1,7 @@
 //! The agent's Prometheus metrics (`ballast_worker_` prefix) and the
 //! `/metrics` endpoint.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -10,31 +11,41 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Counter, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 use tokio::net::TcpListener;
 
 use super::error::AgentError;
 
-/// Every metric the agent exports, registered in its own registry.
+/// Every metric the agent exports, registered in its own registry. Every
+/// series carries `cluster` and `node` (constant labels), so the agents of
+/// several clusters can share one Prometheus; per-GPU series exist only for
+/// this node's own GPUs (`gpus_per_node x layers` of them), which keeps a
+/// 40-node cluster's worker series in the tens of thousands.
 #[derive(Debug, Clone)]
 pub struct AgentMetrics {
     registry: Registry,
-    /// Token→expert assignments this node's batches sent to each GPU
-    /// (`gpu` is the cluster-wide index), per layer. Assignments to this
-    /// node's GPUs ran here; the others are what the all-to-all carries to
-    /// the peer nodes. Summed over nodes: every GPU's load.
-    pub gpu_tokens: IntCounterVec,
-    /// Assignments of this node's batches that other nodes compute.
+    /// Token→expert assignments this node's own GPUs computed (`gpu` is the
+    /// cluster-wide index), per layer. Only this node's batches reach them in
+    /// the simulation; every node draws from the same popularity, so each
+    /// node's share is a sample of the GPU's whole load.
+    pub gpu_assignments: IntCounterVec,
+    /// Assignments of this node's batches that other nodes' GPUs compute
+    /// (what the all-to-all carries off the node).
     pub remote_assignments: IntCounter,
+    /// Tokens of the batches run (each makes `top_k` assignments a layer).
+    pub tokens: IntCounter,
     pub steps: IntCounter,
     pub step_seconds: Histogram,
+    /// Time spent in the FP8 expert kernels (all layers), as a counter so
+    /// that its rate over the step time's rate is the expert share of a step.
+    pub expert_seconds: Counter,
     /// Weight bytes copied by plan changes, by `source`: `same_gpu`,
     /// `intra_node` (another GPU of this node) or `host` (host copy; stands
     /// for a cross-node fetch too).
     pub moved_bytes: IntCounterVec,
-    /// Experts copied onto a GPU from another device.
+    /// Experts copied onto a GPU from another device (the SPEC's migrations).
     pub migrations: IntCounter,
     /// Plan applications by `result` (`applied`, `failed`).
     pub plan_applies: IntCounterVec,
@@ -53,28 +64,38 @@ pub struct AgentMetrics {
 }
 
 impl AgentMetrics {
-    pub fn new() -> Result<Self, prometheus::Error> {
-        let registry = Registry::new();
+    /// The metrics of node `node` of `cluster`.
+    pub fn new(cluster: &str, node: usize) -> Result<Self, prometheus::Error> {
+        let labels = HashMap::from([
+            ("cluster".to_owned(), cluster.to_owned()),
+            ("node".to_owned(), node.to_string()),
+        ]);
+        let registry = Registry::new_custom(None, Some(labels))?;
         let name = |n: &str, help: &str| Opts::new(format!("ballast_worker_{n}"), help);
-        let gpu_tokens = IntCounterVec::new(
+        let gpu_assignments = IntCounterVec::new(
             name(
-                "gpu_tokens_total",
-                "Token-expert assignments this node's batches sent to each GPU, per layer",
+                "gpu_expert_assignments_total",
+                "Token-expert assignments this node's own GPUs computed, per layer",
             ),
             &["layer", "gpu"],
         )?;
         let remote_assignments = IntCounter::with_opts(name(
-            "remote_assignments_total",
-            "Assignments computed by other nodes",
+            "remote_expert_assignments_total",
+            "Token-expert assignments of this node's batches computed by other nodes",
         ))?;
+        let tokens = IntCounter::with_opts(name("tokens_total", "Tokens of the batches run"))?;
         let steps = IntCounter::with_opts(name("steps_total", "Steps run"))?;
         let step_seconds = Histogram::with_opts(
             HistogramOpts::new(
-                "ballast_worker_step_seconds",
+                "ballast_worker_step_duration_seconds",
                 "Time of one step, all layers",
             )
             .buckets(prometheus::exponential_buckets(0.001, 2.0, 14)?),
         )?;
+        let expert_seconds = Counter::with_opts(name(
+            "expert_compute_seconds_total",
+            "Time spent in the FP8 expert kernels",
+        ))?;
         let moved_bytes = IntCounterVec::new(
             name(
                 "moved_bytes_total",
@@ -101,10 +122,23 @@ impl AgentMetrics {
         ))?;
         let drift_events =
             IntCounter::with_opts(name("drift_events_total", "Induced popularity shuffles"))?;
-        registry.register(Box::new(gpu_tokens.clone()))?;
+        // Every outcome and source exists from the start, at 0: a panel or an
+        // alert on `rate(...)` then has data before the first drop or move.
+        for outcome in ["sent", "duplicate", "rejected", "dropped"] {
+            windows.with_label_values(&[outcome]);
+        }
+        for source in ["same_gpu", "intra_node", "host"] {
+            moved_bytes.with_label_values(&[source]);
+        }
+        for result in ["applied", "failed"] {
+            plan_applies.with_label_values(&[result]);
+        }
+        registry.register(Box::new(gpu_assignments.clone()))?;
         registry.register(Box::new(remote_assignments.clone()))?;
+        registry.register(Box::new(tokens.clone()))?;
         registry.register(Box::new(steps.clone()))?;
         registry.register(Box::new(step_seconds.clone()))?;
+        registry.register(Box::new(expert_seconds.clone()))?;
         registry.register(Box::new(moved_bytes.clone()))?;
         registry.register(Box::new(migrations.clone()))?;
         registry.register(Box::new(plan_applies.clone()))?;
@@ -115,10 +149,12 @@ impl AgentMetrics {
         registry.register(Box::new(drift_events.clone()))?;
         Ok(AgentMetrics {
             registry,
-            gpu_tokens,
+            gpu_assignments,
             remote_assignments,
+            tokens,
             steps,
             step_seconds,
+            expert_seconds,
             moved_bytes,
             migrations,
             plan_applies,

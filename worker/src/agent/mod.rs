@@ -57,7 +57,7 @@ pub async fn run(
     config: AgentConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AgentError> {
-    let metrics = Arc::new(AgentMetrics::new()?);
+    let metrics = Arc::new(AgentMetrics::new(&config.cluster, config.node)?);
     let stop_flag = Arc::new(AtomicBool::new(false));
     let (stop_tx, mut stop) = watch::channel(false);
     {

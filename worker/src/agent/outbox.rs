@@ -187,7 +187,7 @@ mod tests {
 
     #[test]
     fn a_full_buffer_drops_its_oldest_window() {
-        let metrics = Arc::new(AgentMetrics::new().unwrap());
+        let metrics = Arc::new(AgentMetrics::new("test", 0).unwrap());
         let outbox = Outbox::new(2, metrics.clone());
         for seq in 0..3 {
             outbox.push(window(seq));
