@@ -54,6 +54,12 @@ mod tests {
         assert_eq!(parse(r#"{"v": 395.0}"#), Some(395));
         assert_eq!(parse(r#"{"v": -2.0e2}"#), Some(-200));
         assert_eq!(parse(r#"{"v": 395.5}"#), None);
+        // Parsed exactly (serde_json's `float_roundtrip`): the fast path read
+        // this as 2251799813685247.25 and refused it (schemathesis found it).
+        assert_eq!(
+            parse(r#"{"v": 2251799813685247.0}"#),
+            Some(2_251_799_813_685_247)
+        );
         #[derive(Deserialize)]
         struct O {
             #[serde(default, deserialize_with = "super::option_i64")]
