@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Contract check: schemathesis (pinned) against a live `ballast serve`, with
-# every check (its default; schemathesis.toml says where and why two are
-# off), over `src/api/openapi.json`. Fails on any 5xx, a response
+# every check (its default; none is turned off in schemathesis.toml), over
+# `src/api/openapi.json`. Fails on any 5xx, a response
 # that breaks its schema, a spec-valid request refused or an invalid one
 # accepted. Bounded: BALLAST_SCHEMATHESIS_SECONDS (default 120). The SSE
 # stream is left out: it never ends, so every case would time out.
