@@ -24,6 +24,10 @@ pub struct PlanDocument {
     /// Each slot's share of its expert's tokens, when the plan is weighted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica_share: Option<Vec<Vec<f64>>>,
+    /// Per slot: -1 (any token of its expert) or the slot's node, whose
+    /// visitors alone it serves (co-visit replicas).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_scope: Option<Vec<Vec<i64>>>,
     #[serde(default)]
     pub cluster: String,
     /// `null` for a dry-run candidate, which is never published.
@@ -58,7 +62,11 @@ impl PlanDocument {
 
     /// The placement, checked against `topology`.
     pub fn plan(&self, topology: &Topology) -> Result<Plan, ParseError> {
-        Plan::new(self.phy2log.clone(), self.replica_share.clone(), topology)
+        let plan = Plan::new(self.phy2log.clone(), self.replica_share.clone(), topology)?;
+        match &self.replica_scope {
+            Some(scope) => plan.with_scope(scope.clone(), topology),
+            None => Ok(plan),
+        }
     }
 }
 

@@ -64,6 +64,10 @@ pub struct TelemetryWindow<V = f64> {
     pub slot_load: Option<Vec<Vec<V>>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan_version: Option<i64>,
+    /// `L x E x K` co-visit counts (SPEC): tokens that chose expert `e` in
+    /// layer `l` and some expert of group `k`. Optional; independent of the plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub covisit: Option<Vec<Vec<Vec<V>>>>,
 }
 
 /// The load a window carries, flattened row-major, before shape checks.
@@ -144,6 +148,10 @@ struct JsonWindow {
     slot_load: Option<FlatRows>,
     #[serde(default, deserialize_with = "crate::integer::option_i64")]
     plan_version: Option<i64>,
+    /// Accepted, not yet aggregated (issue 16 wires it through).
+    #[serde(default)]
+    #[allow(dead_code)]
+    covisit: Option<serde::de::IgnoredAny>,
 }
 
 /// Rows of numbers parsed into one row-major vector. At most
@@ -409,6 +417,7 @@ mod tests {
             logical_load: Some(vec![vec![1, 2], vec![0, 5]]),
             slot_load: None,
             plan_version: None,
+            covisit: None,
         };
         let text = String::from_utf8(w.to_json()).unwrap();
         assert!(text.contains("[[1,2],[0,5]]"), "{text}");

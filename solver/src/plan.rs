@@ -9,11 +9,18 @@ use crate::topology::Topology;
 /// A valid plan for one topology: `L` layers of `P = N*G*S` slots, each slot
 /// holding an expert in `0..E`, every expert placed at least once per layer.
 /// With `replica_share`, each expert's shares are non-negative and sum to 1.
+/// With `replica_scope`, each slot says which of its expert's tokens it may
+/// take: [`ANY_TOKEN`], or node `n` (the slot's own node) for tokens that
+/// already visit `n` (co-visit replicas, see [`crate::covisit`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     phy2log: Vec<Vec<u32>>,
     replica_share: Option<Vec<Vec<f64>>>,
+    replica_scope: Option<Vec<Vec<i64>>>,
 }
+
+/// `replica_scope` of a slot that may take any token of its expert.
+pub const ANY_TOKEN: i64 = -1;
 
 impl Plan {
     /// Checks `phy2log` (and optional shares) against `topology`.
@@ -87,7 +94,44 @@ impl Plan {
         Ok(Plan {
             phy2log,
             replica_share,
+            replica_scope: None,
         })
+    }
+
+    /// Adds `replica_scope` (one entry per slot): [`ANY_TOKEN`] or the
+    /// slot's own node.
+    pub fn with_scope(
+        mut self,
+        scope: Vec<Vec<i64>>,
+        topology: &Topology,
+    ) -> Result<Self, ParseError> {
+        check_shape(
+            "replica_scope",
+            scope.len(),
+            scope.iter().map(Vec::len),
+            topology,
+        )?;
+        for (layer, row) in scope.iter().enumerate() {
+            for (slot, &node) in row.iter().enumerate() {
+                let own = topology.node_of_gpu(topology.gpu_of_slot(slot)) as i64;
+                if node != ANY_TOKEN && node != own {
+                    return Err(ParseError::entry(
+                        "replica_scope",
+                        layer,
+                        slot,
+                        format!(
+                            "{node} is neither {ANY_TOKEN} (any token) nor the slot's node {own}"
+                        ),
+                    ));
+                }
+            }
+        }
+        // A plan whose every slot takes any token is a plan without scope.
+        self.replica_scope = scope
+            .iter()
+            .any(|row| row.iter().any(|&n| n != ANY_TOKEN))
+            .then_some(scope);
+        Ok(self)
     }
 
     /// The engines' default layout, in force before any plan is applied:
@@ -98,6 +142,7 @@ impl Plan {
             // every expert gets one.
             phy2log: vec![linear_row(topology); topology.num_layers()],
             replica_share: None,
+            replica_scope: None,
         }
     }
 
@@ -133,7 +178,23 @@ impl Plan {
                 })
             })?),
         };
-        Self::new(phy2log, replica_share, topology)
+        let plan = Self::new(phy2log, replica_share, topology)?;
+        match doc.get("replica_scope") {
+            None | Some(Value::Null) => Ok(plan),
+            Some(scope) => {
+                let scope = parse_rows("replica_scope", scope, |layer, index, v| {
+                    v.as_i64().ok_or_else(|| {
+                        ParseError::entry(
+                            "replica_scope",
+                            layer,
+                            index,
+                            format!("{v} is not a node id or -1"),
+                        )
+                    })
+                })?;
+                plan.with_scope(scope, topology)
+            }
+        }
     }
 
     pub fn num_layers(&self) -> usize {
@@ -151,6 +212,18 @@ impl Plan {
 
     pub fn replica_share(&self) -> Option<&[Vec<f64>]> {
         self.replica_share.as_deref()
+    }
+
+    /// Per slot: [`ANY_TOKEN`] or the node whose visitors it serves; `None`
+    /// when every slot takes any token.
+    pub fn replica_scope(&self) -> Option<&[Vec<i64>]> {
+        self.replica_scope.as_deref()
+    }
+
+    /// Drops `replica_scope` (for formats that cannot say it).
+    pub fn without_scope(mut self) -> Self {
+        self.replica_scope = None;
+        self
     }
 
     /// The share of its expert's tokens slot `slot` of `layer` takes.
@@ -238,6 +311,9 @@ impl Plan {
         doc.insert("phy2log".into(), json!(self.phy2log));
         if let Some(shares) = &self.replica_share {
             doc.insert("replica_share".into(), json!(shares));
+        }
+        if let Some(scope) = &self.replica_scope {
+            doc.insert("replica_scope".into(), json!(scope));
         }
         doc
     }

@@ -235,6 +235,7 @@ fn document(
     PlanDocument {
         phy2log: candidate.plan.phy2log().to_vec(),
         replica_share: candidate.plan.replica_share().map(<[Vec<f64>]>::to_vec),
+        replica_scope: candidate.plan.replica_scope().map(<[Vec<i64>]>::to_vec),
         cluster: "c1".into(),
         version,
         lineage: 1,
@@ -402,12 +403,14 @@ fn build_samples() -> Samples {
         logical_load: Some(vec![vec![1, 2]]),
         slot_load: None,
         plan_version: None,
+        covisit: None,
     };
     // A window carries one load or the other, never both.
     let slot_window = TelemetryWindow::<u64> {
         logical_load: None,
         slot_load: Some(vec![vec![3, 4]]),
         plan_version: Some(2),
+        covisit: None,
         ..window_u64.clone()
     };
     let window_f64 = TelemetryWindow::<f64> {
@@ -418,6 +421,7 @@ fn build_samples() -> Samples {
         logical_load: Some(vec![vec![1.5, 2.0]]),
         slot_load: None,
         plan_version: None,
+        covisit: None,
     };
 
     let clusters = "/v1/clusters/{cluster}";

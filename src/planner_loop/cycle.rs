@@ -394,6 +394,7 @@ async fn cycle(
 /// same expert in every slot and the same shares.
 fn same_plan(current: &Plan, candidate: &Plan) -> bool {
     current.phy2log() == candidate.phy2log()
+        && current.replica_scope() == candidate.replica_scope()
         && match (current.replica_share(), candidate.replica_share()) {
             (None, None) => true,
             (Some(a), Some(b)) => a
@@ -593,6 +594,7 @@ fn document(
     PlanDocument {
         phy2log: candidate.plan.phy2log().to_vec(),
         replica_share: candidate.plan.replica_share().map(<[Vec<f64>]>::to_vec),
+        replica_scope: candidate.plan.replica_scope().map(<[Vec<i64>]>::to_vec),
         cluster: cluster.to_string(),
         version,
         lineage,

@@ -112,6 +112,7 @@ async fn worker(
             logical_load: Some(load),
             slot_load: None,
             plan_version: None,
+            covisit: None,
         };
         let Ok(body) = serde_json::to_vec(&window) else {
             continue;

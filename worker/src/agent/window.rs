@@ -96,6 +96,7 @@ impl WindowCounts {
                     logical_load: Some(counts.clone()),
                     slot_load: None,
                     plan_version: None,
+                    covisit: None,
                 };
                 let window = PendingWindow {
                     worker: worker.clone(),
