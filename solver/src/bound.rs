@@ -41,6 +41,10 @@ pub struct LayerBounds {
     pub even_split: f64,
     /// `None` when node-local placement is impossible (`K % N != 0`).
     pub node_local: Option<f64>,
+    /// Under the co-visit rule ([`crate::covisit`]); `None` unless the load
+    /// carries co-visit counts and groups divide evenly among nodes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub covisit: Option<f64>,
 }
 
 /// A model's bounds, as imbalance (`Σ bound loads / Σ ideal loads`).
@@ -52,6 +56,10 @@ pub struct ModelBounds {
     /// False when the topology has too many groups for the exact group→node
     /// split; `node_local` is then a weaker (still valid) bound.
     pub node_split_exact: bool,
+    /// Under the co-visit rule ([`crate::covisit`]); `None` unless the load
+    /// carries co-visit counts and groups divide evenly among nodes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub covisit: Option<f64>,
     pub layers: Vec<LayerBounds>,
 }
 
@@ -172,12 +180,14 @@ pub fn model_bounds_down(topology: &Topology, load: &LoadMatrix, down: &[usize])
         .map(|&(ideal, even, node_local)| LayerBounds {
             even_split: LayerScore::new(even, ideal).imbalance,
             node_local: node_local.map(|b| LayerScore::new(b, ideal).imbalance),
+            covisit: None,
         })
         .collect();
     ModelBounds {
         even_split,
         node_local,
         node_split_exact: setup.as_ref().is_none_or(SplitSetup::is_exact),
+        covisit: None,
         layers,
     }
 }

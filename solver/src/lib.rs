@@ -19,6 +19,7 @@
 //! ```
 
 pub mod bound;
+pub mod covisit;
 pub mod eplb;
 pub mod error;
 pub mod export;

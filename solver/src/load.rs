@@ -5,12 +5,28 @@ use serde_json::Value;
 use crate::error::ParseError;
 use crate::topology::Topology;
 
-/// `L × E` token counts, finite and non-negative, shaped for one topology.
+/// `L × E` token counts, finite and non-negative, shaped for one topology,
+/// with optional co-visit counts (`covisit[l][e][k]`: tokens that chose
+/// expert `e` and some expert of group `k`; [`crate::covisit`] uses them).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadMatrix {
     num_experts: usize,
     values: Vec<f64>,
+    covisit: Option<Covisit>,
 }
+
+/// `L × E × K` co-visit counts, row-major; every count is finite,
+/// non-negative and at most its expert's load (a token that chose `e` is
+/// counted at most once per group).
+#[derive(Debug, Clone, PartialEq)]
+struct Covisit {
+    num_groups: usize,
+    values: Vec<f64>,
+}
+
+/// Relative slack allowed when checking `covisit[l][e][k] <= load[l][e]`
+/// (estimates are averages of windows and carry rounding).
+const COVISIT_SLACK: f64 = 1e-9;
 
 fn check_value(layer: usize, index: usize, value: f64) -> Result<f64, ParseError> {
     if !value.is_finite() {
@@ -47,6 +63,7 @@ impl LoadMatrix {
         Ok(LoadMatrix {
             num_experts,
             values,
+            covisit: None,
         })
     }
 
@@ -59,7 +76,118 @@ impl LoadMatrix {
         let load = doc
             .get("load")
             .ok_or_else(|| ParseError::field("load", "missing"))?;
-        Self::from_json_value(load, topology)
+        let matrix = Self::from_json_value(load, topology)?;
+        match doc.get("covisit") {
+            Some(covisit) => matrix.with_covisit_json(covisit, topology),
+            None => Ok(matrix),
+        }
+    }
+
+    /// Adds co-visit counts (`[L][E][K]`), checked against `topology` and
+    /// against the load: no count may exceed its expert's load.
+    pub fn with_covisit(
+        mut self,
+        rows: Vec<Vec<Vec<f64>>>,
+        topology: &Topology,
+    ) -> Result<Self, ParseError> {
+        let num_groups = topology.num_groups();
+        if rows.len() != self.num_layers() {
+            return Err(ParseError::field(
+                "covisit",
+                format!(
+                    "has {} layers, topology has {}",
+                    rows.len(),
+                    self.num_layers()
+                ),
+            ));
+        }
+        let mut values = Vec::with_capacity(self.values.len() * num_groups);
+        for (layer, experts) in rows.into_iter().enumerate() {
+            if experts.len() != self.num_experts {
+                return Err(ParseError::layer(
+                    "covisit",
+                    layer,
+                    format!(
+                        "has {} experts, topology has {}",
+                        experts.len(),
+                        self.num_experts
+                    ),
+                ));
+            }
+            for (expert, groups) in experts.into_iter().enumerate() {
+                if groups.len() != num_groups {
+                    return Err(ParseError::entry(
+                        "covisit",
+                        layer,
+                        expert,
+                        format!("has {} groups, topology has {num_groups}", groups.len()),
+                    ));
+                }
+                let load = self.layer(layer)[expert];
+                for (group, count) in groups.into_iter().enumerate() {
+                    values.push(check_covisit(layer, expert, group, count, load)?);
+                }
+            }
+        }
+        self.covisit = Some(Covisit { num_groups, values });
+        Ok(self)
+    }
+
+    fn with_covisit_json(self, covisit: &Value, topology: &Topology) -> Result<Self, ParseError> {
+        let rows: Vec<Vec<Vec<f64>>> =
+            serde_json::from_value(covisit.clone()).map_err(|e| ParseError::Malformed {
+                what: "covisit",
+                detail: format!("must be [layers][experts][groups] of numbers: {e}"),
+            })?;
+        self.with_covisit(rows, topology)
+    }
+
+    /// Drops the co-visit counts (for planners and scores that ignore them).
+    pub fn without_covisit(mut self) -> Self {
+        self.covisit = None;
+        self
+    }
+
+    pub fn has_covisit(&self) -> bool {
+        self.covisit.is_some()
+    }
+
+    /// One layer's co-visit counts, `E × K` row-major (`[e * K + k]`).
+    pub fn covisit_layer(&self, layer: usize) -> Option<&[f64]> {
+        self.covisit.as_ref().map(|c| {
+            let width = self.num_experts * c.num_groups;
+            &c.values[layer * width..(layer + 1) * width]
+        })
+    }
+
+    /// Every co-visit count (`L × E × K`, row-major).
+    pub fn covisit_values(&self) -> Option<&[f64]> {
+        self.covisit.as_ref().map(|c| c.values.as_slice())
+    }
+
+    /// Co-visit counts as nested vectors (for serialization).
+    pub fn covisit_rows(&self) -> Option<Vec<Vec<Vec<f64>>>> {
+        let c = self.covisit.as_ref()?;
+        Some(
+            c.values
+                .chunks_exact(self.num_experts * c.num_groups)
+                .map(|layer| {
+                    layer
+                        .chunks_exact(c.num_groups)
+                        .map(<[f64]>::to_vec)
+                        .collect()
+                })
+                .collect(),
+        )
+    }
+
+    /// `load.json`'s document: `load`, and `covisit` when carried.
+    pub fn to_json_value(&self) -> Value {
+        let mut doc = serde_json::json!({ "load": self.to_rows() });
+        if let Some(covisit) = self.covisit_rows() {
+            doc["covisit"] = serde_json::json!(covisit);
+        }
+        doc
     }
 
     /// Parses the `load` array of a load file or trace window.
@@ -85,6 +213,7 @@ impl LoadMatrix {
         Ok(LoadMatrix {
             num_experts,
             values,
+            covisit: None,
         })
     }
 
@@ -124,6 +253,7 @@ impl LoadMatrix {
         Ok(LoadMatrix {
             num_experts,
             values,
+            covisit: None,
         })
     }
 
@@ -153,6 +283,28 @@ impl LoadMatrix {
     pub fn to_rows(&self) -> Vec<Vec<f64>> {
         self.layers().map(<[f64]>::to_vec).collect()
     }
+}
+
+fn check_covisit(
+    layer: usize,
+    expert: usize,
+    group: usize,
+    count: f64,
+    load: f64,
+) -> Result<f64, ParseError> {
+    let at = |detail: String| ParseError::Malformed {
+        what: "covisit",
+        detail: format!("layer {layer} expert {expert} group {group}: {detail}"),
+    };
+    if !count.is_finite() || count < 0.0 {
+        return Err(at(format!("{count} is not a finite non-negative number")));
+    }
+    if count > load * (1.0 + COVISIT_SLACK) + COVISIT_SLACK {
+        return Err(at(format!(
+            "{count} exceeds the expert's load {load} (a token is counted once per group)"
+        )));
+    }
+    Ok(count.min(load))
 }
 
 fn check_layer_count(found: usize, topology: &Topology) -> Result<(), ParseError> {
@@ -210,5 +362,33 @@ mod tests {
         assert!(e.to_string().contains("1 layers"), "{e}");
         let e = LoadMatrix::from_json(r#"{"load": [[1,"x",3,4],[1,2,3,4]]}"#, &t).unwrap_err();
         assert!(e.to_string().contains("index 1"), "{e}");
+    }
+
+    #[test]
+    fn covisit_round_trips_and_is_checked_against_the_load() {
+        let t = topo();
+        let text = r#"{"load": [[4,2,0,1],[1,1,1,1]],
+            "covisit": [[[4,1],[2,2],[0,0],[1,1]], [[1,0],[1,1],[0,1],[1,1]]]}"#;
+        let a = LoadMatrix::from_json(text, &t).unwrap();
+        assert!(a.has_covisit());
+        assert_eq!(
+            a.covisit_layer(0).unwrap(),
+            &[4.0, 1.0, 2.0, 2.0, 0.0, 0.0, 1.0, 1.0]
+        );
+        let again = LoadMatrix::from_json(&a.to_json_value().to_string(), &t).unwrap();
+        assert_eq!(a, again);
+        assert!(!a.clone().without_covisit().has_covisit());
+
+        let too_many = r#"{"load": [[4,2,0,1],[1,1,1,1]],
+            "covisit": [[[4,1],[2,3],[0,0],[1,1]], [[1,0],[1,1],[0,1],[1,1]]]}"#;
+        let e = LoadMatrix::from_json(too_many, &t).unwrap_err().to_string();
+        assert!(
+            e.contains("layer 0 expert 1 group 1") && e.contains("exceeds"),
+            "{e}"
+        );
+        let ragged = r#"{"load": [[4,2,0,1],[1,1,1,1]],
+            "covisit": [[[4,1],[2,2],[0,0],[1]], [[1,0],[1,1],[0,1],[1,1]]]}"#;
+        let e = LoadMatrix::from_json(ragged, &t).unwrap_err().to_string();
+        assert!(e.contains("1 groups"), "{e}");
     }
 }

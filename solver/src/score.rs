@@ -129,10 +129,15 @@ pub fn groups_off_node(topology: &Topology, plan: &Plan) -> usize {
     let slots_per_node = topology.slots_per_node();
     plan.phy2log()
         .iter()
-        .map(|row| {
+        .enumerate()
+        .map(|(layer, row)| {
+            let scope = plan.replica_scope().map(|s| s[layer].as_slice());
             let mut home = vec![usize::MAX; topology.num_groups()];
             let mut spread = vec![false; topology.num_groups()];
             for (slot, &e) in row.iter().enumerate() {
+                if scope.is_some_and(|s| s[slot] != crate::plan::ANY_TOKEN) {
+                    continue;
+                }
                 let group = topology.group_of_expert(e as usize);
                 let node = slot / slots_per_node;
                 if home[group] == usize::MAX {

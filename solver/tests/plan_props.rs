@@ -119,7 +119,7 @@ fn naive_model_imbalance(topology: &Topology, load: &LoadMatrix, outcome: &PlanO
 fn unavoidable_duplicates(topology: &Topology, outcome: &PlanOutcome) -> usize {
     let scope = match outcome.stats.placement {
         Placement::Hierarchical => topology.gpus_per_node(),
-        Placement::Global => topology.num_gpus(),
+        Placement::Global | Placement::Covisit => topology.num_gpus(),
     } as u32;
     outcome
         .plan
@@ -197,6 +197,7 @@ fn check(input: &Input, policy: Policy) -> Result<(), TestCaseError> {
     let same_rule = match stats.placement {
         Placement::Hierarchical => bounds.node_local.unwrap_or(f64::NAN),
         Placement::Global => bounds.even_split,
+        Placement::Covisit => bounds.covisit.unwrap_or(f64::NAN),
     };
     prop_assert!(
         close(stats.bound, same_rule),

@@ -77,14 +77,17 @@ mod tests {
             even_split: 1.01,
             node_local: Some(1.05),
             node_split_exact: true,
+            covisit: None,
             layers: vec![
                 LayerBounds {
                     even_split: 1.0,
                     node_local: Some(1.02),
+                    covisit: None,
                 },
                 LayerBounds {
                     even_split: 1.02,
                     node_local: Some(1.08),
+                    covisit: None,
                 },
             ],
         };
@@ -96,6 +99,7 @@ mod tests {
             layers: vec![LayerBounds {
                 even_split: 1.0,
                 node_local: None,
+                covisit: None,
             }],
             ..bounds
         };

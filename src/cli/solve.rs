@@ -208,6 +208,7 @@ fn summary(stats: &PlanStats, out: &Path, format: Format) -> Vec<String> {
             match stats.placement {
                 Placement::Hierarchical => "hierarchical",
                 Placement::Global => "global",
+                Placement::Covisit => "covisit",
             },
             match stats.split {
                 Split::Even => "even",

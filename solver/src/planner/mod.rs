@@ -5,6 +5,7 @@
 //! `optimal` (the default: searches and exact models on decomposed
 //! subproblems, proven gaps, migration-aware re-planning).
 
+mod covisit;
 mod greedy;
 mod optimal;
 mod outage;
@@ -129,6 +130,9 @@ pub fn solve(
         .as_ref()
         .map(|p| check_previous(topology, p))
         .transpose()?;
+    if options.policy == Policy::OptimalCovisit {
+        return covisit::solve(topology, load, options, previous.as_ref(), started);
+    }
     let (policy, placement) = resolve(options.policy, topology)?;
     let optimal = policy.is_optimal();
     if options.split == Split::Weighted && !optimal {
@@ -229,7 +233,7 @@ fn plan_greedy(
 ) -> Result<Planned, PlanError> {
     let started = Instant::now();
     let greedy = match placement {
-        Placement::Hierarchical => Greedy::hierarchical(topology)
+        Placement::Hierarchical | Placement::Covisit => Greedy::hierarchical(topology)
             .ok_or_else(|| hierarchical_impossible(policy, topology))?,
         Placement::Global => Greedy::global(topology),
     };

@@ -478,7 +478,7 @@ fn fill_down_slots(
     for (l, row) in rows.iter_mut().enumerate() {
         for gpu in (0..topology.num_gpus()).filter(|&gpu| live.down[gpu]) {
             let unit = match placement {
-                Placement::Hierarchical => gpu / g,
+                Placement::Hierarchical | Placement::Covisit => gpu / g,
                 Placement::Global => 0,
             };
             let own: Vec<u32> = (0..e_count)

@@ -22,16 +22,21 @@ pub enum Policy {
     Optimal,
     OptimalHierarchical,
     OptimalGlobal,
+    /// Node-local groups plus co-visit replicas: redundant slots may hold
+    /// experts of other nodes for tokens that already visit the slot's node
+    /// ([`crate::covisit`]); needs co-visit counts in the load.
+    OptimalCovisit,
 }
 
 impl Policy {
-    pub const ALL: [Policy; 6] = [
+    pub const ALL: [Policy; 7] = [
         Policy::Greedy,
         Policy::GreedyHierarchical,
         Policy::GreedyGlobal,
         Policy::Optimal,
         Policy::OptimalHierarchical,
         Policy::OptimalGlobal,
+        Policy::OptimalCovisit,
     ];
 
     /// The name on the command line, in the service's settings and in
@@ -44,6 +49,7 @@ impl Policy {
             Policy::Optimal => "optimal",
             Policy::OptimalHierarchical => "optimal-hierarchical",
             Policy::OptimalGlobal => "optimal-global",
+            Policy::OptimalCovisit => "optimal-covisit",
         }
     }
 
@@ -66,6 +72,9 @@ impl Policy {
 pub enum Placement {
     /// Every replica of a group's experts on the group's one node.
     Hierarchical,
+    /// Groups on their one node; co-visit replicas elsewhere, each scoped to
+    /// the tokens that already visit its node.
+    Covisit,
     /// Replicas anywhere.
     Global,
 }

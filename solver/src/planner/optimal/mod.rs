@@ -135,7 +135,9 @@ pub(crate) fn plan(request: &Request, load: &LoadMatrix) -> Outcome {
         placement: request.placement,
     };
     let greedy = match request.placement {
-        Placement::Hierarchical => Greedy::hierarchical(t).unwrap_or_else(|| Greedy::global(t)),
+        Placement::Hierarchical | Placement::Covisit => {
+            Greedy::hierarchical(t).unwrap_or_else(|| Greedy::global(t))
+        }
         Placement::Global => Greedy::global(t),
     };
     let planner = FreshPlanner {

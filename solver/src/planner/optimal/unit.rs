@@ -19,7 +19,7 @@ pub(crate) struct Layout<'t> {
 impl<'t> Layout<'t> {
     pub fn units(&self) -> usize {
         match self.placement {
-            Placement::Hierarchical => self.topology.num_nodes(),
+            Placement::Hierarchical | Placement::Covisit => self.topology.num_nodes(),
             Placement::Global => 1,
         }
     }

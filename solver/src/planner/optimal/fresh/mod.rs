@@ -190,7 +190,7 @@ impl FreshPlanner<'_> {
         let t = self.layout.topology;
         match self.layout.placement {
             Placement::Global => true,
-            Placement::Hierarchical => {
+            Placement::Hierarchical | Placement::Covisit => {
                 let speeds = t.gpu_speed();
                 let g = t.gpus_per_node();
                 t.num_nodes() == 1
