@@ -6,7 +6,8 @@ mod support;
 
 use ballast_solver::covisit::{safe_share, score_under_rule, served_by_covisit};
 use ballast_solver::plan::ANY_TOKEN;
-use ballast_solver::{model_bounds, score, solve, LoadMatrix, PlanOptions, Policy, Topology};
+use ballast_solver::score::score;
+use ballast_solver::{model_bounds, solve, LoadMatrix, PlanOptions, Policy, Topology};
 use proptest::prelude::*;
 
 const EPS: f64 = 1e-7;
@@ -140,4 +141,26 @@ proptest! {
         prop_assert_eq!(again.stats.migrations, Some(0));
         prop_assert!(again.stats.model_imbalance <= stats.model_imbalance * (1.0 + 0.005) + EPS);
     }
+}
+
+#[test]
+fn covisit_plans_go_below_the_node_local_bound() {
+    let t = topology(4, 2, 6);
+    let load = support::routed_load(&t, 400, 1.0, 0.5, (4, 6), 7);
+    let outcome = solve(&t, &load, &covisit_options()).unwrap();
+    let bounds = model_bounds(&t, &load);
+    let node_local = bounds.node_local.unwrap();
+    assert!(outcome.plan.replica_scope().is_some());
+    assert!(
+        outcome.stats.model_imbalance < node_local * 0.97,
+        "{} vs node-local bound {node_local}",
+        outcome.stats.model_imbalance
+    );
+    assert!(served_by_covisit(&t, &load, &outcome.plan) > 0.0);
+    // On another window its replicas take at most that window's safe
+    // shares: the score under the rule is never below the plain one by
+    // more than what the caps took away (the excess goes home).
+    let next = support::routed_load(&t, 400, 1.0, 0.5, (4, 6), 8);
+    let ruled = score(&t, &next, &outcome.plan).model_imbalance;
+    assert!(ruled >= model_bounds(&t, &next).covisit.unwrap() - EPS);
 }

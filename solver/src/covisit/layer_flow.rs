@@ -103,6 +103,10 @@ pub(crate) fn route_layer(
     if hint.is_finite() && hint < hi && feasible(hint, network) {
         hi = hint;
     }
+    // Balanced layers often reach the mean: one flow settles them.
+    if hi > lo * (1.0 + PRECISION) && feasible(lo * (1.0 + PRECISION), network) {
+        hi = lo * (1.0 + PRECISION);
+    }
     while hi - lo > PRECISION * hi.max(f64::MIN_POSITIVE) {
         let mid = 0.5 * (lo + hi);
         if feasible(mid, network) {
