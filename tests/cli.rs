@@ -313,6 +313,76 @@ fn example_quick_start_runs_and_csv_matches_json() {
 }
 
 #[test]
+fn covisit_plans_are_scoped_bounded_and_scored_under_the_rule() {
+    let dir = TempDir::new().unwrap();
+    let topology = repo("examples/topology.json");
+    let load = repo("examples/covisit-load.json");
+    let bounds = stdout_json(&[
+        "bound",
+        "--topology",
+        path_str(&topology),
+        "--load",
+        path_str(&load),
+        "--json",
+    ]);
+    let node_local = bounds["node_local"].as_f64().unwrap();
+    let covisit = bounds["covisit"].as_f64().unwrap();
+    assert!(covisit <= node_local && covisit >= bounds["even_split"].as_f64().unwrap());
+    assert_eq!(bounds["layers"][0]["covisit"].is_f64(), true);
+
+    let out = dir.path().join("covisit.json");
+    let plan = solve(&topology, &load, &out, &["--policy", "optimal-covisit"]);
+    assert_eq!(plan["stats"]["policy"], "optimal-covisit");
+    assert_eq!(plan["stats"]["placement"], "covisit");
+    assert_eq!(shape(&plan["replica_scope"]), vec![4, 20]);
+    assert_eq!(shape(&plan["replica_share"]), vec![4, 20]);
+    let stats_imbalance = plan["stats"]["model_imbalance"].as_f64().unwrap();
+    assert!(stats_imbalance >= covisit - 1e-9);
+    assert!((plan["stats"]["bound"].as_f64().unwrap() - covisit).abs() < 1e-9);
+
+    let scored = stdout_json(&[
+        "score",
+        "--topology",
+        path_str(&topology),
+        "--load",
+        path_str(&load),
+        "--plan",
+        path_str(&out),
+        "--json",
+    ]);
+    assert!((scored["model_imbalance"].as_f64().unwrap() - stats_imbalance).abs() < 1e-6);
+    assert_eq!(scored["node_local"], true, "co-visit replicas add no traffic");
+    assert_eq!(scored["covisit"]["rule_applied"], true);
+    let served = scored["covisit"]["served_fraction"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&served));
+
+    // A load without co-visit counts cannot drive the policy.
+    ballast()
+        .args(["solve", "--topology"])
+        .arg(&topology)
+        .args(["--load"])
+        .arg(repo("examples/load.json"))
+        .args(["--policy", "optimal-covisit", "--out"])
+        .arg(dir.path().join("refused.json"))
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("co-visit counts"));
+    assert!(!dir.path().join("refused.json").exists());
+
+    // Engines cannot scope a replica: the export says so.
+    ballast()
+        .args(["solve", "--topology"])
+        .arg(&topology)
+        .args(["--load"])
+        .arg(&load)
+        .args(["--policy", "optimal-covisit", "--format", "sglang", "--out"])
+        .arg(dir.path().join("sglang.json"))
+        .assert()
+        .success()
+        .stderr(predicates::str::contains("replica_scope dropped"));
+}
+
+#[test]
 fn bound_reports_both_bounds_when_node_local_is_possible() {
     let prefill = stdout_json(&[
         "bound",

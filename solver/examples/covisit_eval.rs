@@ -11,6 +11,10 @@ use std::time::Instant;
 use ballast_solver::{model_bounds, solve, PlanOptions, Policy};
 
 fn main() {
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    if raw.first().map(String::as_str) == Some("write-trace") {
+        return write_trace(&raw[1..]);
+    }
     let args: Vec<usize> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())
@@ -64,4 +68,36 @@ fn main() {
         below.iter().sum::<f64>() / below.len() as f64 * 100.0,
         ratios.iter().sum::<f64>() / ratios.len() as f64
     );
+}
+
+/// `write-trace TOPOLOGY OUT WINDOWS TOKENS SEED [DRIFT]`: a trace.jsonl whose
+/// windows carry load and co-visit counts, routed by the same gate, with
+/// each log-popularity taking a N(0, DRIFT²) step per window (default 0.05).
+fn write_trace(args: &[String]) {
+    let [topology, out, windows, tokens, seed, rest @ ..] = args else {
+        eprintln!("usage: write-trace TOPOLOGY OUT WINDOWS TOKENS SEED [DRIFT]");
+        std::process::exit(2);
+    };
+    let number = |s: &str| s.parse::<f64>().expect("a number");
+    let topology = ballast_solver::Topology::from_json(
+        &std::fs::read_to_string(topology).expect("topology file"),
+    )
+    .expect("a topology");
+    let drift = rest.first().map_or(0.05, |d| number(d));
+    let mut rng = support::Rng::new(number(seed) as u64);
+    let mut popularity = support::popularity(&topology, 0.8, 0.5, &mut rng);
+    let mut lines = String::new();
+    for window in 0..number(windows) as usize {
+        let load = support::route(&topology, &popularity, number(tokens) as usize, (4, 8), &mut rng);
+        let mut doc = load.to_json_value();
+        doc["window"] = window.into();
+        lines.push_str(&doc.to_string());
+        lines.push('\n');
+        for layer in &mut popularity {
+            for p in layer.iter_mut() {
+                *p += drift * rng.normal();
+            }
+        }
+    }
+    std::fs::write(out, lines).expect("trace written");
 }

@@ -200,19 +200,49 @@ pub fn routed_load(
     tokens: usize,
     sigma: f64,
     group_sigma: f64,
-    (top_groups, top_k): (usize, usize),
+    gate: (usize, usize),
     seed: u64,
 ) -> LoadMatrix {
     let mut rng = Rng::new(seed);
+    let popularity = popularity(topology, sigma, group_sigma, &mut rng);
+    route(topology, &popularity, tokens, gate, &mut rng)
+}
+
+/// Per layer, each expert's log-popularity: N(0, sigma²) plus its group's
+/// N(0, group_sigma²).
+pub fn popularity(
+    topology: &Topology,
+    sigma: f64,
+    group_sigma: f64,
+    rng: &mut Rng,
+) -> Vec<Vec<f64>> {
+    let per_group = topology.experts_per_group();
+    (0..topology.num_layers())
+        .map(|_| {
+            let groups: Vec<f64> = (0..topology.num_groups())
+                .map(|_| group_sigma * rng.normal())
+                .collect();
+            (0..topology.num_logical_experts())
+                .map(|e| sigma * rng.normal() + groups[e / per_group])
+                .collect()
+        })
+        .collect()
+}
+
+/// Routes `tokens` tokens per layer with the given log-popularities (see
+/// [`routed_load`]) and counts load and co-visits.
+pub fn route(
+    topology: &Topology,
+    popularity_by_layer: &[Vec<f64>],
+    tokens: usize,
+    (top_groups, top_k): (usize, usize),
+    rng: &mut Rng,
+) -> LoadMatrix {
     let (e_count, k_count) = (topology.num_logical_experts(), topology.num_groups());
     let per_group = topology.experts_per_group();
     let mut load = Vec::new();
     let mut covisit = Vec::new();
-    for _ in 0..topology.num_layers() {
-        let groups: Vec<f64> = (0..k_count).map(|_| group_sigma * rng.normal()).collect();
-        let popularity: Vec<f64> = (0..e_count)
-            .map(|e| sigma * rng.normal() + groups[e / per_group])
-            .collect();
+    for popularity in popularity_by_layer {
         let mut row = vec![0.0; e_count];
         let mut counts = vec![vec![0.0; k_count]; e_count];
         let mut score = vec![0.0; e_count];
