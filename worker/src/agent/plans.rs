@@ -60,6 +60,17 @@ impl PlanUpdate {
         })
     }
 
+    /// A plan made in this process (by `ballast_solver::solve`) for
+    /// `topology`, as version `version` (negative versions count as 0).
+    pub fn from_plan(version: i64, plan: Plan, topology: &Topology) -> Self {
+        PlanUpdate {
+            version: version.max(0),
+            plan,
+            experts: topology.num_logical_experts(),
+            slots_per_node: topology.slots_per_node(),
+        }
+    }
+
     /// The placement a node runs before the service has published any plan
     /// (version 0): slot `p` holds expert `p mod E`, so every expert is
     /// present and the first `P - E` experts are replicated.

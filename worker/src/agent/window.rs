@@ -86,6 +86,26 @@ pub fn source_gpu(t: usize, tokens: usize, gpus: usize) -> usize {
     t * gpus / tokens.max(1)
 }
 
+/// A routing's co-visit counts, `[expert][group]`, for experts in `groups`
+/// equal groups of consecutive indices: `[e][k]` = tokens that chose `e` and
+/// some expert of group `k` (the same counting as the windows').
+///
+/// # Panics
+/// If `groups` is zero or does not divide the routing's experts.
+pub fn covisit_counts(routing: &TopK, groups: usize) -> Vec<Vec<u64>> {
+    let experts = routing.num_experts();
+    assert!(groups > 0 && experts.is_multiple_of(groups));
+    let mut c = Covisit {
+        groups,
+        group_size: experts / groups,
+        experts,
+        counts: vec![vec![0; experts * groups]],
+        token_groups: Vec::with_capacity(groups),
+    };
+    c.add(0, routing);
+    c.nested(0).pop().unwrap_or_default()
+}
+
 impl WindowCounts {
     pub fn new(start: SystemTime, gpus: usize, layers: usize, experts: usize) -> Self {
         WindowCounts {
@@ -294,6 +314,7 @@ mod tests {
             /* e7 */ vec![0, 0, 0, 0],
         ];
         assert_eq!(covisit, vec![expected.clone()]);
+        assert_eq!(covisit_counts(&routing, 4), expected);
         // covisit[l][e][group(e)] is the load.
         let load = &body.logical_load.unwrap()[0];
         for e in 0..8 {

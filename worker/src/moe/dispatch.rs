@@ -651,10 +651,10 @@ mod tests {
                 }
             }
             let scope = placement.scope();
-            for e in 0..16 {
+            for (e, &count) in counts.iter().enumerate() {
                 let replicas = placement.replicas_of(e);
                 let s: Vec<f64> = replicas.iter().map(|&p| shares[p]).collect();
-                let quotas = apportion(counts[e] as usize, &s);
+                let quotas = apportion(count as usize, &s);
                 for (&p, q) in replicas.iter().zip(quotas) {
                     if scope.is_some_and(|sc| sc.covisit_node(p).is_some()) {
                         prop_assert!(d.slot_counts()[p] <= q);
