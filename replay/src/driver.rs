@@ -220,6 +220,8 @@ impl Replay {
                     worst_imbalance: t.worst.map(|w| w.1),
                     eplb_at_equal_budget: None,
                     vs_eplb_at_equal_budget: None,
+                    covisit_served: (t.covisit_scored > 0)
+                        .then(|| t.covisit_served / t.covisit_scored as f64),
                 }
             })
             .collect();

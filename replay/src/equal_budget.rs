@@ -74,6 +74,7 @@ mod tests {
             worst_imbalance: None,
             eplb_at_equal_budget: None,
             vs_eplb_at_equal_budget: None,
+            covisit_served: None,
         }
     }
 

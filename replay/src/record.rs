@@ -38,6 +38,11 @@ pub struct WindowRecord {
     pub move_seconds: Option<f64>,
     /// Wall time of the planning call after this window (0 when none).
     pub plan_ms: f64,
+    /// Under a co-visit plan on a window with co-visit counts: the fraction
+    /// of token assignments co-visit replicas served (on nodes the tokens
+    /// visited anyway, so with no added cross-node transfer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub covisit_served: Option<f64>,
 }
 
 /// `summary.json`: one entry per run, in the order of `--policy` and, within
@@ -91,6 +96,11 @@ pub struct RunSummary {
     pub eplb_at_equal_budget: Option<f64>,
     /// `experienced_imbalance / eplb_at_equal_budget`.
     pub vs_eplb_at_equal_budget: Option<f64>,
+    /// Mean over the windows scored under a co-visit plan of
+    /// [`WindowRecord::covisit_served`]; `None` when no plan had co-visit
+    /// replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub covisit_served: Option<f64>,
 }
 
 /// A run's experienced imbalance over time, averaged into at most

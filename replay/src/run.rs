@@ -10,7 +10,7 @@ use std::time::Instant;
 use ballast_policy::{evaluate, PolicyError, Situation};
 use ballast_solver::eplb::{self, EplbError};
 use ballast_solver::{
-    migration, routing, score, solve, LoadMatrix, Plan, PlanError, PlanOptions, Topology,
+    covisit, migration, routing, score, solve, LoadMatrix, Plan, PlanError, PlanOptions, Topology,
 };
 use thiserror::Error;
 
@@ -54,6 +54,9 @@ pub struct Totals {
     pub plan_ms: f64,
     pub plan_ms_max: f64,
     pub worst: Option<(u64, f64)>,
+    /// Sum and count of [`WindowRecord::covisit_served`].
+    pub covisit_served: f64,
+    pub covisit_scored: u64,
 }
 
 /// A policy at one interval, with the plan it has in force.
@@ -115,10 +118,24 @@ impl Run {
             reloaded_bytes: None,
             move_seconds: None,
             plan_ms: 0.0,
+            covisit_served: None,
         };
         if let Some(plan) = &self.plan {
             let experienced = score::score(topology, load, plan).model_imbalance;
-            let routed = routing::score_optimal(topology, load, plan).model_imbalance;
+            // Routing that ignored a co-visit plan's caps would break its rule:
+            // its shares already route each expert as well as the caps allow.
+            let scoped = plan.replica_scope().is_some();
+            let routed = if scoped {
+                experienced
+            } else {
+                routing::score_optimal(topology, load, plan).model_imbalance
+            };
+            if scoped && load.has_covisit() {
+                let served = covisit::served_by_covisit(topology, load, plan);
+                record.covisit_served = Some(served);
+                self.totals.covisit_served += served;
+                self.totals.covisit_scored += 1;
+            }
             record.experienced_imbalance = Some(experienced);
             record.experienced_imbalance_optimal_routing = Some(routed);
             let t = &mut self.totals;
@@ -274,10 +291,13 @@ fn hotspot(
         .map(|(layer, row)| {
             let ideal = score::ideal_load(topology, row);
             let shares = plan.layer_shares(layer, e);
-            score::gpu_loads(topology, row, plan.layer(layer), &shares)
-                .into_iter()
-                .map(|g| if ideal > 0.0 { g / ideal } else { 0.0 })
-                .collect()
+            match load.covisit_layer(layer) {
+                Some(counts) => covisit::gpu_loads_under_rule(topology, row, counts, plan, layer),
+                None => score::gpu_loads(topology, row, plan.layer(layer), &shares),
+            }
+            .into_iter()
+            .map(|g| if ideal > 0.0 { g / ideal } else { 0.0 })
+            .collect()
         })
         .collect();
     Hotspot {

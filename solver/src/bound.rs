@@ -154,18 +154,30 @@ pub fn model_bounds_down(topology: &Topology, load: &LoadMatrix, down: &[usize])
         .collect();
     let live = LiveGpus::new(topology, &down);
     let setup = SplitSetup::live(topology, &live.down);
-    let per_layer: Vec<(f64, f64, Option<f64>)> = load
-        .layers()
-        .collect::<Vec<_>>()
+    // The co-visit bound needs the counts, and no GPU down (the rule's
+    // planner does not plan around outages).
+    let covisit_splits = (load.has_covisit() && down.is_empty())
+        .then(|| crate::covisit::CovisitSplits::new(topology))
+        .flatten();
+    let per_layer: Vec<(f64, f64, Option<f64>, Option<f64>)> = (0..load.num_layers())
         .into_par_iter()
         .map_init(
             || (Replication::default(), SplitScratch::default()),
-            |(replication, scratch), row| {
+            |(replication, scratch), l| {
+                let row = load.layer(l);
                 let even = live.even_split_load(row, replication);
                 let node_local = setup.as_ref().map(|setup| {
                     node_local_split(topology, setup, row, even, replication, scratch).bound_load
                 });
-                (ideal_load(topology, row), even, node_local)
+                let covisit =
+                    covisit_splits
+                        .as_ref()
+                        .zip(load.covisit_layer(l))
+                        .map(|(splits, counts)| {
+                            crate::covisit::covisit_bound_load(topology, splits, row, counts, even)
+                                .0
+                        });
+                (ideal_load(topology, row), even, node_local, covisit)
             },
         )
         .collect();
@@ -175,19 +187,22 @@ pub fn model_bounds_down(topology: &Topology, load: &LoadMatrix, down: &[usize])
     let node_local = setup
         .as_ref()
         .map(|_| aggregate(per_layer.iter().filter_map(|l| l.2).sum()));
+    let covisit = covisit_splits
+        .as_ref()
+        .map(|_| aggregate(per_layer.iter().filter_map(|l| l.3).sum()));
     let layers = per_layer
         .iter()
-        .map(|&(ideal, even, node_local)| LayerBounds {
+        .map(|&(ideal, even, node_local, covisit)| LayerBounds {
             even_split: LayerScore::new(even, ideal).imbalance,
             node_local: node_local.map(|b| LayerScore::new(b, ideal).imbalance),
-            covisit: None,
+            covisit: covisit.map(|b| LayerScore::new(b, ideal).imbalance),
         })
         .collect();
     ModelBounds {
         even_split,
         node_local,
         node_split_exact: setup.as_ref().is_none_or(SplitSetup::is_exact),
-        covisit: None,
+        covisit,
         layers,
     }
 }

@@ -113,7 +113,14 @@ pub fn ideal_load(topology: &Topology, load: &[f64]) -> f64 {
 }
 
 /// Scores a plan against a load matrix (both already shaped for `topology`).
+/// A plan with co-visit replicas on a load with co-visit counts is scored
+/// under the co-visit rule ([`crate::covisit::score_under_rule`]).
 pub fn score(topology: &Topology, load: &LoadMatrix, plan: &Plan) -> Score {
+    crate::covisit::score_under_rule(topology, load, plan)
+}
+
+/// [`score`] taking every share as given (no co-visit rule).
+pub(crate) fn score_plain(topology: &Topology, load: &LoadMatrix, plan: &Plan) -> Score {
     let layers = (0..topology.num_layers())
         .map(|l| score_layer(topology, load.layer(l), plan, l))
         .collect();

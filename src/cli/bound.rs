@@ -62,6 +62,13 @@ fn summary(bounds: &ModelBounds) -> Vec<String> {
         ),
         None => "node-local bound: none (num_groups is not a multiple of num_nodes)".to_owned(),
     });
+    if let Some(model) = bounds.covisit {
+        lines.push(format!(
+            "co-visit bound {}  ({})",
+            ratio(model),
+            range(&mut bounds.layers.iter().filter_map(|l| l.covisit))
+        ));
+    }
     lines
 }
 

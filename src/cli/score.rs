@@ -48,6 +48,23 @@ struct ScoreReport<'a> {
     routing: Routing,
     #[serde(skip_serializing_if = "Option::is_none")]
     migrations: Option<usize>,
+    /// Plans with co-visit replicas only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    covisit: Option<CovisitReport>,
+}
+
+/// How a plan with co-visit replicas did under the rule.
+#[derive(Debug, Serialize)]
+struct CovisitReport {
+    /// The load carried co-visit counts, so each co-visit replica took at
+    /// most the safe share of this load (else the plan's shares as given).
+    rule_applied: bool,
+    /// Fraction of token assignments served by co-visit replicas.
+    served_fraction: f64,
+    /// Cross-node transfers per token the co-visit replicas add: none, since
+    /// each serves only tokens already visiting its node (the worker's
+    /// dispatch measures the transfers themselves).
+    added_transfers_per_token: f64,
 }
 
 pub fn run(args: &ScoreArgs) -> Result<Report, CliError> {
@@ -60,15 +77,26 @@ pub fn run(args: &ScoreArgs) -> Result<Report, CliError> {
         .map(|path| io::read_plan(path, &topology))
         .transpose()?;
 
+    // A co-visit plan's shares already route as well as its caps allow;
+    // routing that ignored them would break the rule.
+    let scoped = plan.replica_scope().is_some();
     let score = match args.routing {
-        Routing::Even => score::score(&topology, &load, &plan),
-        Routing::Optimal => ballast_solver::routing::score_optimal(&topology, &load, &plan),
+        Routing::Optimal if !scoped => {
+            ballast_solver::routing::score_optimal(&topology, &load, &plan)
+        }
+        _ => score::score(&topology, &load, &plan),
     };
+    let covisit = scoped.then(|| CovisitReport {
+        rule_applied: load.has_covisit(),
+        served_fraction: ballast_solver::covisit::served_by_covisit(&topology, &load, &plan),
+        added_transfers_per_token: 0.0,
+    });
     let report = ScoreReport {
         score: &score,
         node_local: score.is_node_local(),
         routing: args.routing,
         migrations: previous.map(|prev| score::migrations(&topology, &prev, &plan)),
+        covisit,
     };
     if args.json {
         let mut text = serde_json::to_string(&report)
@@ -103,6 +131,16 @@ fn summary(report: &ScoreReport) -> Vec<String> {
     ];
     if let Some(migrations) = report.migrations {
         lines.push(format!("migrations {migrations}"));
+    }
+    if let Some(c) = &report.covisit {
+        lines.push(if c.rule_applied {
+            format!(
+                "co-visit replicas: {:.2}% of token assignments, within this load's safe shares; no added cross-node transfer",
+                c.served_fraction * 100.0
+            )
+        } else {
+            "co-visit replicas: the load has no co-visit counts, so their shares are taken as given".to_owned()
+        });
     }
     lines
 }

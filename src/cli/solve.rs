@@ -144,6 +144,13 @@ pub fn run(args: &SolveArgs) -> Result<Report, CliError> {
                     engine.name(),
                     ratio(weighted)
                 ));
+                if outcome.plan.replica_scope().is_some() {
+                    warnings.push(format!(
+                        "{}: replica_scope dropped ({} cannot restrict a replica to tokens already visiting its node): its co-visit replicas will take any token and add cross-node transfers",
+                        args.out.display(),
+                        engine.name()
+                    ));
+                }
             }
             contents
         }

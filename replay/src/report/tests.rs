@@ -27,6 +27,7 @@ pub(super) fn run(
         worst_imbalance: Some(experienced + 0.1),
         eplb_at_equal_budget: None,
         vs_eplb_at_equal_budget: None,
+        covisit_served: None,
     }
 }
 

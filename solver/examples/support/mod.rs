@@ -180,3 +180,79 @@ pub fn with_backups(
         .collect();
     Plan::new(rows, None, hosted).expect("the backup plan is valid")
 }
+
+impl Rng {
+    /// A standard normal draw (Box–Muller).
+    pub fn normal(&mut self) -> f64 {
+        let u = self.next_f64().max(f64::MIN_POSITIVE);
+        let v = self.next_f64();
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+    }
+}
+
+/// Load and co-visit counts of `tokens` tokens per layer routed like
+/// DeepSeek-V3's gate: log-popularity N(0, sigma²) per expert plus
+/// N(0, group_sigma²) per group, N(0, 1) noise per token and expert;
+/// top-`top_groups` groups by the sum of their two best scores, then the
+/// top-`top_k` experts inside them.
+pub fn routed_load(
+    topology: &Topology,
+    tokens: usize,
+    sigma: f64,
+    group_sigma: f64,
+    (top_groups, top_k): (usize, usize),
+    seed: u64,
+) -> LoadMatrix {
+    let mut rng = Rng::new(seed);
+    let (e_count, k_count) = (topology.num_logical_experts(), topology.num_groups());
+    let per_group = topology.experts_per_group();
+    let mut load = Vec::new();
+    let mut covisit = Vec::new();
+    for _ in 0..topology.num_layers() {
+        let groups: Vec<f64> = (0..k_count).map(|_| group_sigma * rng.normal()).collect();
+        let popularity: Vec<f64> = (0..e_count)
+            .map(|e| sigma * rng.normal() + groups[e / per_group])
+            .collect();
+        let mut row = vec![0.0; e_count];
+        let mut counts = vec![vec![0.0; k_count]; e_count];
+        let mut score = vec![0.0; e_count];
+        for _ in 0..tokens {
+            for e in 0..e_count {
+                score[e] = popularity[e] + rng.normal();
+            }
+            let mut group_score: Vec<(f64, usize)> = (0..k_count)
+                .map(|g| {
+                    let mut s: Vec<f64> = score[g * per_group..(g + 1) * per_group].to_vec();
+                    s.sort_unstable_by(|a, b| b.total_cmp(a));
+                    (s.iter().take(2).sum(), g)
+                })
+                .collect();
+            group_score.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
+            let chosen_groups: Vec<usize> =
+                group_score.iter().take(top_groups).map(|g| g.1).collect();
+            let mut candidates: Vec<(f64, usize)> = chosen_groups
+                .iter()
+                .flat_map(|&g| (g * per_group..(g + 1) * per_group).map(|e| (score[e], e)))
+                .collect();
+            candidates.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
+            let chosen: Vec<usize> = candidates.iter().take(top_k).map(|c| c.1).collect();
+            let mut visited = vec![false; k_count];
+            for &e in &chosen {
+                visited[e / per_group] = true;
+            }
+            for &e in &chosen {
+                row[e] += 1.0;
+                for (g, &v) in visited.iter().enumerate() {
+                    if v {
+                        counts[e][g] += 1.0;
+                    }
+                }
+            }
+        }
+        load.push(row);
+        covisit.push(counts);
+    }
+    LoadMatrix::new(load, topology)
+        .and_then(|l| l.with_covisit(covisit, topology))
+        .expect("simulated counts fit the topology")
+}

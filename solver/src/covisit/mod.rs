@@ -29,3 +29,11 @@ pub fn safe_share(row: &[f64], node_groups: impl IntoIterator<Item = usize>, loa
         .fold(0.0, f64::max)
         .min(load)
 }
+
+mod layer_flow;
+mod rule;
+mod split;
+
+pub(crate) use layer_flow::{route_layer, LayerRouting};
+pub use rule::{gpu_loads_under_rule, score_under_rule, served_by_covisit};
+pub(crate) use split::{covisit_bound_load, CovisitSplits, SplitCaps};

@@ -193,7 +193,13 @@ pub(super) fn plan_stats(
         .map(|previous| migration::migrations(topology, previous, plan));
     let model = |loads: &[f64]| LayerScore::new(loads.iter().sum(), ideal_sum).imbalance;
     let bound_loads: Vec<f64> = run.layers.iter().map(|l| l.bound_load).collect();
-    let routed = routing::score_optimal(topology, load, plan);
+    // A co-visit plan's shares are already the best routing under its caps;
+    // routing that ignores them would break the rule.
+    let routed = if run.placement == Placement::Covisit {
+        score.clone()
+    } else {
+        routing::score_optimal(topology, load, plan)
+    };
     PlanStats {
         policy: run.policy,
         solve_ms: run.solve_ms,

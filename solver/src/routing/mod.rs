@@ -52,7 +52,7 @@ mod basis;
 mod dynamic;
 mod error;
 mod exact;
-mod flow;
+pub(crate) mod flow;
 mod fractional;
 mod graph;
 mod result;

@@ -42,6 +42,7 @@ struct CsvRow<'a> {
     reloaded_bytes: Option<u64>,
     move_seconds: Option<f64>,
     plan_ms: f64,
+    covisit_served: Option<f64>,
 }
 
 impl ReportDir {
@@ -97,6 +98,7 @@ impl ReportDir {
                 reloaded_bytes: r.reloaded_bytes,
                 move_seconds: r.move_seconds,
                 plan_ms: r.plan_ms,
+                covisit_served: r.covisit_served,
             };
             self.windows.serialize(row).map_err(|e| self.csv_error(e))?;
         }
@@ -211,6 +213,15 @@ pub fn table(summary: &Summary, source: &str) -> String {
             first.name,
             gap_percent(first.experienced_imbalance, first.oracle_imbalance)
         ));
+    }
+    for p in &summary.policies {
+        if let Some(served) = p.covisit_served {
+            out.push_str(&format!(
+                "{}: co-visit replicas served {:.2}% of token assignments, all on nodes the tokens visited anyway (no added cross-node transfer)\n",
+                p.name,
+                served * 100.0
+            ));
+        }
     }
     out
 }

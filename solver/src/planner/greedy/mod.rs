@@ -190,3 +190,23 @@ fn place(
     }
     packing.busiest().1
 }
+
+/// Places `experts` with loads `weights` (at most `out.len()` of them) on
+/// GPUs with `speeds`, filling every slot of `out` (spare slots replicate
+/// the heaviest); local search stops at `target`. Returns the busiest GPU's
+/// relative load. The co-visit planner packs each node with it.
+pub(crate) fn place_experts(
+    speeds: &[f64],
+    slots_per_gpu: usize,
+    target: f64,
+    experts: &[u32],
+    weights: &[f64],
+    out: &mut [u32],
+    scratch: &mut Scratch,
+) -> f64 {
+    scratch.experts.clear();
+    scratch.experts.extend_from_slice(experts);
+    scratch.weights.clear();
+    scratch.weights.extend_from_slice(weights);
+    place(speeds, slots_per_gpu, target, out, scratch, false)
+}

@@ -1,0 +1,143 @@
+//! Invariants of co-visit plans (`optimal-covisit`) and of the co-visit
+//! bound, on loads routed like DeepSeek's gate.
+
+#[path = "../examples/support/mod.rs"]
+mod support;
+
+use ballast_solver::covisit::{safe_share, score_under_rule, served_by_covisit};
+use ballast_solver::plan::ANY_TOKEN;
+use ballast_solver::{model_bounds, score, solve, LoadMatrix, PlanOptions, Policy, Topology};
+use proptest::prelude::*;
+
+const EPS: f64 = 1e-7;
+
+fn topology(nodes: usize, gpus: usize, slots: usize) -> Topology {
+    Topology::from_json(&format!(
+        r#"{{"num_layers": 2, "num_logical_experts": 32, "num_groups": 8,
+            "num_nodes": {nodes}, "gpus_per_node": {gpus}, "slots_per_gpu": {slots}}}"#
+    ))
+    .unwrap()
+}
+
+fn covisit_options() -> PlanOptions {
+    PlanOptions {
+        policy: Policy::OptimalCovisit,
+        ..PlanOptions::default()
+    }
+}
+
+/// Tokens of expert `e` visiting `node` are at least the safe share: checked
+/// per token, so the proof does not rest on the counts' algebra.
+#[test]
+fn safe_share_never_exceeds_the_tokens_that_visit_the_node() {
+    // Tokens as sets of groups visited, each choosing expert 0 (group 0).
+    // Groups 2 and 3 live on node 1.
+    let tokens: [&[usize]; 6] = [&[0, 2], &[0, 3], &[0, 2, 3], &[0, 1], &[0], &[0, 1, 2]];
+    let mut counts = [0.0; 4];
+    for t in tokens {
+        for &g in t {
+            counts[g] += 1.0;
+        }
+    }
+    let visiting = tokens
+        .iter()
+        .filter(|t| t.iter().any(|g| [2, 3].contains(g)))
+        .count() as f64;
+    let share = safe_share(&counts, [2, 3], tokens.len() as f64);
+    assert!(share <= visiting, "{share} > {visiting}");
+    // Nested visits: the union is exactly the largest member, so `max` is
+    // the tightest figure the counts allow.
+    let nested: [&[usize]; 3] = [&[0, 2, 3], &[0, 2], &[0]];
+    let mut counts = [0.0; 4];
+    for t in nested {
+        for &g in t {
+            counts[g] += 1.0;
+        }
+    }
+    assert_eq!(safe_share(&counts, [2, 3], 3.0), 2.0);
+}
+
+#[test]
+fn refuses_loads_without_counts() {
+    let t = topology(4, 2, 5);
+    let load = LoadMatrix::new(vec![vec![1.0; 32]; 2], &t).unwrap();
+    let err = solve(&t, &load, &covisit_options()).unwrap_err();
+    assert!(err.to_string().contains("co-visit counts"), "{err}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn covisit_plans_keep_the_rule_and_their_bounds(
+        seed in 0u64..1000,
+        sigma in 0.2f64..1.2,
+        shape in prop_oneof![Just((4usize, 2usize, 5usize)), Just((2, 2, 9)), Just((4, 1, 10))],
+    ) {
+        let (nodes, gpus, slots) = shape;
+        let t = topology(nodes, gpus, slots);
+        let load = support::routed_load(&t, 300, sigma, 0.5, (4, 6), seed);
+        let outcome = solve(&t, &load, &covisit_options()).unwrap();
+        let plan = &outcome.plan;
+        let stats = &outcome.stats;
+        let bounds = model_bounds(&t, &load);
+        let covisit_bound = bounds.covisit.unwrap();
+        // The co-visit rule allows everything node-local placement does.
+        prop_assert!(covisit_bound <= bounds.node_local.unwrap() + EPS);
+        prop_assert!(covisit_bound >= bounds.even_split - EPS);
+        prop_assert!((stats.bound - covisit_bound).abs() < 1e-9);
+        prop_assert!(stats.model_imbalance >= covisit_bound - EPS);
+        // Scoring under the rule reproduces the planner's figure: the
+        // shares it wrote fit this load's caps.
+        let scored = score(&t, &load, plan);
+        prop_assert!((scored.model_imbalance - stats.model_imbalance).abs() < 1e-6);
+        let plain = score_under_rule(&t, &load.clone().without_covisit(), plan);
+        prop_assert!((plain.model_imbalance - stats.model_imbalance).abs() < 1e-6);
+        prop_assert_eq!(scored.groups_off_node, 0);
+        let served = served_by_covisit(&t, &load, plan);
+        prop_assert!((0.0..=1.0).contains(&served));
+        // Scopes: any-token replicas sit on their group's one node, scoped
+        // ones on another node, within the safe share of that node.
+        let scope = plan.replica_scope();
+        let (k, n) = (t.num_groups(), t.num_nodes());
+        for l in 0..t.num_layers() {
+            let row = load.layer(l);
+            let counts = load.covisit_layer(l).unwrap();
+            let shares = plan.layer_shares(l, t.num_logical_experts());
+            let mut home = vec![usize::MAX; k];
+            for (slot, &e) in plan.layer(l).iter().enumerate() {
+                let s = scope.map_or(ANY_TOKEN, |s| s[l][slot]);
+                let node = slot / t.slots_per_node();
+                let g = t.group_of_expert(e as usize);
+                if s == ANY_TOKEN {
+                    prop_assert!(home[g] == usize::MAX || home[g] == node);
+                    home[g] = node;
+                } else {
+                    prop_assert_eq!(s, node as i64);
+                }
+            }
+            let mut taken = vec![0.0; t.num_logical_experts() * n];
+            for (slot, &e) in plan.layer(l).iter().enumerate() {
+                let s = scope.map_or(ANY_TOKEN, |s| s[l][slot]);
+                if s != ANY_TOKEN {
+                    prop_assert_ne!(home[t.group_of_expert(e as usize)], s as usize);
+                    taken[e as usize * n + s as usize] += shares[slot] * row[e as usize];
+                }
+            }
+            for e in 0..t.num_logical_experts() {
+                for node in 0..n {
+                    let groups = (0..k).filter(|&g| home[g] == node);
+                    let cap = safe_share(&counts[e * k..(e + 1) * k], groups, row[e]);
+                    prop_assert!(taken[e * n + node] <= cap * (1.0 + 1e-6) + 1e-6);
+                }
+            }
+        }
+        // Re-planning the same load keeps the plan.
+        let again = solve(&t, &load, &PlanOptions {
+            previous: Some(plan.clone()),
+            ..covisit_options()
+        }).unwrap();
+        prop_assert_eq!(again.stats.migrations, Some(0));
+        prop_assert!(again.stats.model_imbalance <= stats.model_imbalance * (1.0 + 0.005) + EPS);
+    }
+}
