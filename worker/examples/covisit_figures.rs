@@ -25,7 +25,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use ballast_solver::{model_bounds, solve, LoadMatrix, PlanError, PlanOptions, Policy, Topology};
 use ballast_worker::agent::plans::PlanUpdate;
 use ballast_worker::agent::window::covisit_counts;
-use ballast_worker::moe::dispatch::{dispatch, fp8_dispatch_bytes, NodeTraffic};
+use ballast_worker::moe::dispatch::{dispatch, fp8_dispatch_bytes, home_transfers_of, NodeTraffic};
 use ballast_worker::moe::{DispatchMode, MoeConfig};
 use ballast_worker::traffic::{Batch, Skew, TrafficGenerator, TrafficSpec};
 
@@ -70,6 +70,10 @@ fn parse_args() -> Result<Args> {
 /// What the worker's dispatch measured for one plan on one batch.
 struct Measured {
     traffic: NodeTraffic,
+    /// For a co-visit plan: transfers of the same tokens under the same
+    /// plan without its co-visit replicas (same group homes), and whether
+    /// every token made no more than that, layer by layer.
+    home_transfers: Option<(u64, bool)>,
     /// Σ_l max GPU assignments / Σ_l mean GPU assignments.
     gpu_imbalance: f64,
 }
@@ -84,9 +88,18 @@ fn measure(
     let (nodes, per_node) = (topology.num_nodes(), topology.slots_per_node());
     let mut traffic = NodeTraffic::default();
     let (mut max_sum, mut mean_sum) = (0.0, 0.0);
+    let mut home: Option<(u64, bool)> = None;
     for (routing, placement) in batch.routings.iter().zip(&placements) {
         let d = dispatch(routing, placement);
         let tokens = routing.tokens();
+        for t in 0..tokens {
+            let source = t * nodes / tokens.max(1);
+            if let Some(h) = home_transfers_of(routing, placement, t, source) {
+                let (sum, never_above) = home.get_or_insert((0, true));
+                *sum += h as u64;
+                *never_above &= d.node_traffic_of(t, per_node, source) <= h;
+            }
+        }
         traffic.add(&d.node_traffic(
             per_node,
             |t| t * nodes / tokens.max(1),
@@ -98,6 +111,7 @@ fn measure(
     }
     Ok(Measured {
         traffic,
+        home_transfers: home,
         gpu_imbalance: max_sum / mean_sum.max(f64::MIN_POSITIVE),
     })
 }
@@ -333,9 +347,21 @@ fn print_mean(rows: &[Row]) {
                 .as_ref()
                 .is_some_and(|c| c.2.traffic.transfers <= r.local_measured.traffic.transfers)
         });
+        let per_token = rows.iter().all(|r| {
+            r.covisit
+                .as_ref()
+                .is_some_and(|c| c.2.home_transfers.is_none_or(|(_, ok)| ok))
+        });
+        let home = mean_cv(&|c| {
+            c.2.home_transfers.map_or(f64::NAN, |(h, _)| h as f64)
+                / c.2.traffic.tokens.max(1) as f64
+        });
         println!(
-            "\nplanning time optimal-covisit / optimal: {ratio:.2}x; \
-             co-visit transfers never above node-local on the same tokens: {never_above}"
+            "\nplanning time optimal-covisit / optimal: {ratio:.2}x\n\
+             co-visit plan's transfers (all tokens) never above the node-local plan's on the same tokens: {never_above}\n\
+             same tokens, co-visit plan without its co-visit replicas (same group homes): \
+             {} transfers per token and layer; no token in any layer above it under the co-visit plan: {per_token}",
+            cell(home, 6, 4).trim()
         );
     }
 }

@@ -173,6 +173,28 @@ impl NodeTraffic {
     }
 }
 
+/// Token `t`'s cross-node transfers under `placement` without its co-visit
+/// replicas: `|H(t) \ {source}|`, `H(t)` the home nodes of its experts, the
+/// nodes the node-local plan with the same group homes sends it to. A
+/// scoped dispatch never exceeds it. `None` for a placement without scope.
+pub fn home_transfers_of(
+    routing: &TopK,
+    placement: &Placement,
+    t: usize,
+    source: usize,
+) -> Option<usize> {
+    let scope = placement.scope()?;
+    let mut nodes: Vec<u32> = routing
+        .experts_of(t)
+        .iter()
+        .flat_map(|&e| scope.home_nodes(e as usize).iter().copied())
+        .filter(|&n| n as usize != source)
+        .collect();
+    nodes.sort_unstable();
+    nodes.dedup();
+    Some(nodes.len())
+}
+
 /// Bytes one token's hidden state takes on the wire in an FP8 dispatch of
 /// width `hidden`: one E4M3 byte per element plus one f32 scale per 1×128
 /// tile (the activation quantization of [`crate::fp8::quant`]), i.e.
@@ -674,6 +696,7 @@ mod tests {
                     let theirs = local.node_traffic_of(t, 12, source);
                     prop_assert!(ours <= theirs, "token {} from {}: {} > {}", t, source, ours, theirs);
                     prop_assert_eq!(theirs, home_nodes(&r, t).iter().filter(|&&n| n != source).count());
+                    prop_assert_eq!(Some(theirs), home_transfers_of(&r, &placement, t, source));
                 }
             }
             let (a, b) = (d.node_traffic(12, |t| t % 2, 1), local.node_traffic(12, |t| t % 2, 1));
