@@ -83,6 +83,16 @@ pub enum PlanError {
     BadShare { slot: usize, value: f64 },
     #[error("the replica shares of expert {expert} sum to {sum}, not 1")]
     ShareSum { expert: usize, sum: f64 },
+    #[error(
+        "replica_scope[{slot}] = {value} is neither -1 (any token) nor the slot's node {node}"
+    )]
+    BadScope {
+        slot: usize,
+        value: i64,
+        node: usize,
+    },
+    #[error("expert {expert} has no home replica (replica_scope -1): tokens that visit none of its co-visit replicas' nodes could not be served")]
+    NoHomeReplica { expert: usize },
     #[error("the slot counts of expert {expert}'s replicas sum to {actual}, but the batch sends it {expected} tokens")]
     CountSum {
         expert: usize,

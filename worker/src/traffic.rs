@@ -5,7 +5,8 @@
 //! expert is `sigmoid(popularity + noise)` with N(0, `token_noise`²) noise
 //! per token and expert, and the token is routed by the real gate's
 //! group-limited top-k ([`select`]). Popularity starts Zipf-like
-//! (`-s·ln(rank)`, ranks shuffled over experts) or log-normal (N(0, σ²)),
+//! (`-s·ln(rank)`, ranks shuffled over experts) or log-normal (N(0, σ²),
+//! plus an optional N(0, σ_g²) group factor shared by each expert group),
 //! takes a random-walk step of `drift_per_batch` per batch — rescaled so
 //! the spread, and thus the skew, stays the same while identities drift —
 //! and can be shaken on demand ([`TrafficGenerator::induce_drift`]).
@@ -34,8 +35,17 @@ pub enum Skew {
     Uniform,
     /// Log-popularity `-exponent · ln(rank)`.
     Zipf { exponent: f64 },
-    /// Log-popularity drawn from N(0, sigma²).
-    LogNormal { sigma: f64 },
+    /// Log-popularity drawn from N(0, sigma²) per expert, plus one
+    /// N(0, group_sigma²) term per expert group shared by the group's
+    /// experts: DeepSeek-style group factors, which make some groups hot as
+    /// a whole (and so some nodes, under node-local plans).
+    LogNormal {
+        sigma: f64,
+        /// Absent in configurations written before group factors existed:
+        /// 0, no group term.
+        #[serde(default)]
+        group_sigma: f64,
+    },
 }
 
 /// Traffic settings (the wire form; [`TrafficGenerator::new`] checks them).
@@ -111,7 +121,10 @@ impl TrafficGenerator {
         match spec.skew {
             Skew::Uniform => {}
             Skew::Zipf { exponent } => non_negative("skew.exponent", exponent)?,
-            Skew::LogNormal { sigma } => non_negative("skew.sigma", sigma)?,
+            Skew::LogNormal { sigma, group_sigma } => {
+                non_negative("skew.sigma", sigma)?;
+                non_negative("skew.group_sigma", group_sigma)?;
+            }
         }
         let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
         let experts = config.num_experts();
@@ -125,9 +138,21 @@ impl TrafficGenerator {
                     p.shuffle(&mut rng);
                     p
                 }
-                Skew::LogNormal { sigma } => (0..experts)
-                    .map(|_| sigma * rng.sample::<f64, _>(StandardNormal))
-                    .collect(),
+                Skew::LogNormal { sigma, group_sigma } => {
+                    let mut p: Vec<f64> = (0..experts)
+                        .map(|_| sigma * rng.sample::<f64, _>(StandardNormal))
+                        .collect();
+                    // Drawn after the experts' terms, and only when asked
+                    // for, so that `group_sigma: 0` leaves the stream, and
+                    // thus the traffic of older configurations, unchanged.
+                    if group_sigma > 0.0 {
+                        for group in p.chunks_mut(config.group_size()) {
+                            let factor = group_sigma * rng.sample::<f64, _>(StandardNormal);
+                            group.iter_mut().for_each(|v| *v += factor);
+                        }
+                    }
+                    p
+                }
             })
             .collect();
         let moments = popularity.iter().map(|p| moments(p)).collect();
@@ -272,9 +297,15 @@ mod tests {
         let zipf = generator(Skew::Zipf { exponent: 1.2 }, 0.0)
             .next_batch()
             .logical_load();
-        let lognormal = generator(Skew::LogNormal { sigma: 1.5 }, 0.0)
-            .next_batch()
-            .logical_load();
+        let lognormal = generator(
+            Skew::LogNormal {
+                sigma: 1.5,
+                group_sigma: 0.0,
+            },
+            0.0,
+        )
+        .next_batch()
+        .logical_load();
         assert_eq!(uniform[0].iter().sum::<u64>(), 256 * 4);
         assert!(peak_over_mean(&uniform[0]) < 1.5, "{:?}", uniform[0]);
         assert!(peak_over_mean(&zipf[0]) > 2.0, "{:?}", zipf[0]);
@@ -283,7 +314,13 @@ mod tests {
 
     #[test]
     fn drift_moves_popularity_but_keeps_its_spread() {
-        let mut g = generator(Skew::LogNormal { sigma: 1.0 }, 0.3);
+        let mut g = generator(
+            Skew::LogNormal {
+                sigma: 1.0,
+                group_sigma: 0.0,
+            },
+            0.3,
+        );
         let before = g.popularity(0).to_vec();
         for _ in 0..20 {
             g.next_batch();
@@ -314,6 +351,54 @@ mod tests {
         assert_eq!(a, b);
     }
 
+    /// The group term is shared by a group's experts: with `sigma` 0 every
+    /// expert of a group has the same popularity, and groups differ.
+    #[test]
+    fn group_factors_are_shared_within_a_group() {
+        let g = generator(
+            Skew::LogNormal {
+                sigma: 0.0,
+                group_sigma: 1.0,
+            },
+            0.0,
+        );
+        let config = MoeConfig::new(small_spec()).unwrap();
+        let groups: Vec<&[f64]> = g.popularity(0).chunks(config.group_size()).collect();
+        assert_eq!(groups.len(), config.num_groups());
+        for group in &groups {
+            assert!(group.iter().all(|v| *v == group[0]), "{group:?}");
+        }
+        assert!(groups.windows(2).any(|w| w[0][0] != w[1][0]));
+    }
+
+    /// Configurations from before group factors parse (as `group_sigma` 0)
+    /// and draw exactly the popularity they drew before.
+    #[test]
+    fn old_lognormal_configs_are_unchanged() {
+        let old: Skew = serde_json::from_str(r#"{"kind": "log_normal", "sigma": 0.8}"#).unwrap();
+        assert_eq!(
+            old,
+            Skew::LogNormal {
+                sigma: 0.8,
+                group_sigma: 0.0
+            }
+        );
+        let config = MoeConfig::new(small_spec()).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let before: Vec<f64> = (0..config.num_experts())
+            .map(|_| 0.8 * rng.sample::<f64, _>(StandardNormal))
+            .collect();
+        assert_eq!(generator(old, 0.0).popularity(0), &before[..]);
+        let grouped = generator(
+            Skew::LogNormal {
+                sigma: 0.8,
+                group_sigma: 0.5,
+            },
+            0.0,
+        );
+        assert_ne!(grouped.popularity(0), &before[..]);
+    }
+
     #[test]
     fn hidden_states_have_the_batch_shape() {
         let h = generator(Skew::Uniform, 0.0).hidden_states();
@@ -334,6 +419,17 @@ mod tests {
         assert_eq!(
             TrafficGenerator::new(&config, s).unwrap_err().field,
             "skew.exponent"
+        );
+        let s = spec(
+            Skew::LogNormal {
+                sigma: 1.0,
+                group_sigma: -1.0,
+            },
+            0.0,
+        );
+        assert_eq!(
+            TrafficGenerator::new(&config, s).unwrap_err().field,
+            "skew.group_sigma"
         );
         let mut s = spec(Skew::Uniform, 0.0);
         s.layers = 0;

@@ -51,7 +51,8 @@ pub struct RunArgs {
     /// Tokens per step (one batch per step, split evenly over the node's GPUs).
     #[arg(long, default_value_t = 64)]
     pub tokens_per_step: usize,
-    /// Expert popularity: `uniform`, `zipf:EXPONENT` or `lognormal:SIGMA`.
+    /// Expert popularity: `uniform`, `zipf:EXPONENT`, `lognormal:SIGMA` or
+    /// `lognormal:SIGMA:GROUP_SIGMA` (with a per-group factor).
     #[arg(long, default_value = "zipf:1.0", value_parser = parse_skew)]
     pub skew: Skew,
     /// Per-token spread of expert affinity.
@@ -76,6 +77,11 @@ pub struct RunArgs {
     /// How tokens are split among an expert's replicas.
     #[arg(long, value_enum, default_value_t = DispatchMode::Share)]
     pub dispatch: DispatchMode,
+
+    /// Also report co-visit counts (`covisit` in each telemetry window):
+    /// E × K numbers per layer, 8× the load for DeepSeek-V3's 8 groups.
+    #[arg(long = "covisit")]
+    pub report_covisit: bool,
 
     /// Length of one telemetry window.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
@@ -110,6 +116,8 @@ pub struct AgentConfig {
     pub model: ModelOptions,
     pub traffic: TrafficOptions,
     pub dispatch: DispatchMode,
+    /// Send co-visit counts with each window (off by default: the wire cost).
+    pub report_covisit: bool,
     pub window: Duration,
     pub queue_capacity: usize,
     pub long_poll: Duration,
@@ -140,9 +148,15 @@ fn parse_skew(text: &str) -> Result<Skew, String> {
         Some(("zipf", v)) => Ok(Skew::Zipf {
             exponent: number(v)?,
         }),
-        Some(("lognormal", v)) => Ok(Skew::LogNormal { sigma: number(v)? }),
+        Some(("lognormal", v)) => {
+            let (sigma, group_sigma) = match v.split_once(':') {
+                Some((s, g)) => (number(s)?, number(g)?),
+                None => (number(v)?, 0.0),
+            };
+            Ok(Skew::LogNormal { sigma, group_sigma })
+        }
         _ => Err(format!(
-            "`{text}`: use uniform, zipf:EXPONENT or lognormal:SIGMA"
+            "`{text}`: use uniform, zipf:EXPONENT, lognormal:SIGMA or lognormal:SIGMA:GROUP_SIGMA"
         )),
     }
 }
@@ -221,6 +235,7 @@ impl RunArgs {
                 steps: self.steps,
             },
             dispatch: self.dispatch,
+            report_covisit: self.report_covisit,
             window: self.window,
             queue_capacity: self.queue_capacity,
             long_poll: self.long_poll,
@@ -255,8 +270,24 @@ mod tests {
     fn defaults_and_skews_parse() {
         let c = parse(&["--skew", "lognormal:1.5", "--service", "http://h:1/"]).unwrap();
         assert_eq!(c.service, "http://h:1");
-        assert_eq!(c.traffic.skew, Skew::LogNormal { sigma: 1.5 });
+        assert_eq!(
+            c.traffic.skew,
+            Skew::LogNormal {
+                sigma: 1.5,
+                group_sigma: 0.0
+            }
+        );
+        let c = parse(&["--skew", "lognormal:0.8:0.5"]).unwrap();
+        assert_eq!(
+            c.traffic.skew,
+            Skew::LogNormal {
+                sigma: 0.8,
+                group_sigma: 0.5
+            }
+        );
         assert_eq!(c.dispatch, DispatchMode::Share);
+        assert!(!c.report_covisit);
+        assert!(parse(&["--covisit"]).unwrap().report_covisit);
         let c = parse(&["--skew", "uniform", "--dispatch", "optimal"]).unwrap();
         assert_eq!(c.traffic.skew, Skew::Uniform);
         assert_eq!(c.dispatch, DispatchMode::Optimal);
@@ -266,6 +297,7 @@ mod tests {
     fn bad_values_are_refused() {
         assert!(parse(&["--skew", "zipf:x"]).is_err());
         assert!(parse(&["--skew", "pareto:1"]).is_err());
+        assert!(parse(&["--skew", "lognormal:1:x"]).is_err());
         assert!(parse(&["--window", "0s"]).unwrap_err().contains("window"));
         assert!(parse(&["--service", "ftp://x"]).is_err());
         assert!(parse(&["--tokens-per-step", "0"]).is_err());

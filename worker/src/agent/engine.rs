@@ -26,7 +26,7 @@ use super::outbox::Outbox;
 use super::plans::PlanUpdate;
 use super::window::WindowCounts;
 use crate::error::{ConfigError, MoeError};
-use crate::moe::dispatch::{dispatch, Dispatch};
+use crate::moe::dispatch::{dispatch, fp8_dispatch_bytes, Dispatch, NodeTraffic};
 use crate::moe::gate::TopK;
 use crate::moe::{DispatchMode, MoeLayer, OptimalDispatcher, Placement};
 use crate::node::{ApplyReport, NodeShape, NodeState};
@@ -48,8 +48,12 @@ impl Routes {
     ) -> Result<Self, ConfigError> {
         let per_gpu = shape.slots_per_gpu();
         let gpus = shape.cluster_slots() / per_gpu;
+        // A scoped plan is dispatched by its shares in every mode (see
+        // `PlanUpdate::placements`): the optimal router ignores scope.
+        let scoped = placements.iter().any(|p| p.scope().is_some());
         Ok(match mode {
             DispatchMode::Even | DispatchMode::Share => Routes::Split(placements),
+            DispatchMode::Optimal if scoped => Routes::Split(placements),
             DispatchMode::Optimal => Routes::Optimal(
                 placements
                     .into_iter()
@@ -76,6 +80,11 @@ pub struct EngineParts {
     pub plan: PlanUpdate,
     pub generator: TrafficGenerator,
     pub mode: DispatchMode,
+    /// Model width, for the bytes a cross-node transfer carries.
+    pub hidden: usize,
+    /// Count and report co-visits for experts in this many groups (`None`:
+    /// not reported).
+    pub covisit_groups: Option<usize>,
     pub workers: Vec<String>,
     /// The next `seq` of each worker.
     pub seqs: Vec<i64>,
@@ -123,12 +132,15 @@ impl Engine {
                     .collect()
             })
             .collect();
-        let counts = WindowCounts::new(
+        let mut counts = WindowCounts::new(
             SystemTime::now(),
             parts.shape.gpus_per_node(),
             layers,
             parts.plan.num_experts(),
         );
+        if let Some(groups) = parts.covisit_groups {
+            counts = counts.with_covisit(groups);
+        }
         links.metrics.plan_version.set(parts.plan.version);
         Ok(Engine {
             version: parts.plan.version,
@@ -169,12 +181,17 @@ impl Engine {
         Ok(steps)
     }
 
-    fn step(&mut self) -> Result<(), AgentError> {
+    /// Runs one batch through every layer; returns the cross-node traffic
+    /// its dispatch caused (all layers), which the metrics count as well.
+    pub fn step(&mut self) -> Result<NodeTraffic, AgentError> {
         let batch = self.parts.generator.next_batch();
         let hidden = self.parts.generator.hidden_states();
         let weights = self.parts.node.snapshot();
         let shape = &self.parts.shape;
         let own_gpus = shape.global_gpu(0)..shape.global_gpu(shape.gpus_per_node());
+        let slots_per_node = shape.local_slots();
+        let bytes_per_transfer = fp8_dispatch_bytes(self.parts.hidden);
+        let mut traffic = NodeTraffic::default();
         let m = &self.links.metrics;
         if let Some(first) = batch.routings.first() {
             m.tokens.inc_by(first.tokens() as u64);
@@ -182,6 +199,12 @@ impl Engine {
         for (l, routing) in batch.routings.into_iter().enumerate() {
             self.counts.add(l, &routing);
             let dispatch = self.routes.dispatch(l, &routing)?;
+            // Every token of this node's batch starts on this node.
+            traffic.add(&dispatch.node_traffic(
+                slots_per_node,
+                |_| shape.node(),
+                bytes_per_transfer,
+            ));
             let per_gpu = dispatch.gpu_counts(shape.slots_per_gpu());
             for (counter, tokens) in self.gpu_assignments[l]
                 .iter()
@@ -199,8 +222,12 @@ impl Engine {
             m.expert_seconds.inc_by(started.elapsed().as_secs_f64());
             m.remote_assignments.inc_by(out.remote_assignments as u64);
         }
+        m.cross_node_transfers.inc_by(traffic.transfers);
+        m.cross_node_bytes.inc_by(traffic.bytes);
+        m.nodes_visited.inc_by(traffic.nodes_visited);
+        m.dispatched_token_layers.inc_by(traffic.tokens);
         self.counts.end_step();
-        Ok(())
+        Ok(traffic)
     }
 
     fn close_window(&mut self) {

@@ -34,6 +34,18 @@ pub struct AgentMetrics {
     /// Assignments of this node's batches that other nodes' GPUs compute
     /// (what the all-to-all carries off the node).
     pub remote_assignments: IntCounter,
+    /// Cross-node transfers of this node's tokens, summed over layers: per
+    /// token and layer, the distinct other nodes its assignments were
+    /// dispatched to (see [`crate::moe::dispatch::NodeTraffic`]).
+    pub cross_node_transfers: IntCounter,
+    /// Bytes those transfers carry (FP8 hidden state plus scales,
+    /// [`crate::moe::dispatch::fp8_dispatch_bytes`]).
+    pub cross_node_bytes: IntCounter,
+    /// Σ over tokens and layers of the distinct nodes visited (this node
+    /// included when it serves one of the token's experts).
+    pub nodes_visited: IntCounter,
+    /// Tokens × layers dispatched: the denominator of the per-token means.
+    pub dispatched_token_layers: IntCounter,
     /// Tokens of the batches run (each makes `top_k` assignments a layer).
     pub tokens: IntCounter,
     pub steps: IntCounter,
@@ -82,6 +94,22 @@ impl AgentMetrics {
         let remote_assignments = IntCounter::with_opts(name(
             "remote_expert_assignments_total",
             "Token-expert assignments of this node's batches computed by other nodes",
+        ))?;
+        let cross_node_transfers = IntCounter::with_opts(name(
+            "cross_node_transfers_total",
+            "Per token and layer, distinct other nodes its experts were dispatched to, summed",
+        ))?;
+        let cross_node_bytes = IntCounter::with_opts(name(
+            "cross_node_bytes_total",
+            "Bytes of FP8 hidden states (with scales) sent to other nodes by dispatch",
+        ))?;
+        let nodes_visited = IntCounter::with_opts(name(
+            "nodes_visited_total",
+            "Per token and layer, distinct nodes its experts were dispatched to, summed",
+        ))?;
+        let dispatched_token_layers = IntCounter::with_opts(name(
+            "dispatched_token_layers_total",
+            "Tokens dispatched, counted once per layer",
         ))?;
         let tokens = IntCounter::with_opts(name("tokens_total", "Tokens of the batches run"))?;
         let steps = IntCounter::with_opts(name("steps_total", "Steps run"))?;
@@ -135,6 +163,10 @@ impl AgentMetrics {
         }
         registry.register(Box::new(gpu_assignments.clone()))?;
         registry.register(Box::new(remote_assignments.clone()))?;
+        registry.register(Box::new(cross_node_transfers.clone()))?;
+        registry.register(Box::new(cross_node_bytes.clone()))?;
+        registry.register(Box::new(nodes_visited.clone()))?;
+        registry.register(Box::new(dispatched_token_layers.clone()))?;
         registry.register(Box::new(tokens.clone()))?;
         registry.register(Box::new(steps.clone()))?;
         registry.register(Box::new(step_seconds.clone()))?;
@@ -151,6 +183,10 @@ impl AgentMetrics {
             registry,
             gpu_assignments,
             remote_assignments,
+            cross_node_transfers,
+            cross_node_bytes,
+            nodes_visited,
+            dispatched_token_layers,
             tokens,
             steps,
             step_seconds,

@@ -35,6 +35,8 @@ pub struct PlanUpdate {
     pub version: i64,
     plan: Plan,
     experts: usize,
+    /// For `replica_scope`: slot `p` is on node `p / slots_per_node`.
+    slots_per_node: usize,
 }
 
 impl PlanUpdate {
@@ -54,7 +56,19 @@ impl PlanUpdate {
             version,
             plan,
             experts: topology.num_logical_experts(),
+            slots_per_node: topology.slots_per_node(),
         })
+    }
+
+    /// A plan made in this process (by `ballast_solver::solve`) for
+    /// `topology`, as version `version` (negative versions count as 0).
+    pub fn from_plan(version: i64, plan: Plan, topology: &Topology) -> Self {
+        PlanUpdate {
+            version: version.max(0),
+            plan,
+            experts: topology.num_logical_experts(),
+            slots_per_node: topology.slots_per_node(),
+        }
     }
 
     /// The placement a node runs before the service has published any plan
@@ -65,6 +79,7 @@ impl PlanUpdate {
             version: 0,
             plan: Plan::linear(topology),
             experts: topology.num_logical_experts(),
+            slots_per_node: topology.slots_per_node(),
         }
     }
 
@@ -73,16 +88,32 @@ impl PlanUpdate {
         self.experts
     }
 
+    /// Whether the plan has co-visit replicas (`replica_scope`).
+    pub fn is_scoped(&self) -> bool {
+        self.plan.replica_scope().is_some()
+    }
+
     /// One placement per layer; `mode` decides whether `replica_share` is
-    /// used (`share`) or ignored (`even`, `optimal`).
+    /// used (`share`) or ignored (`even`, `optimal`). A plan with
+    /// `replica_scope` always keeps its shares and scope, whatever the mode:
+    /// a co-visit replica's share is the most of its expert's tokens that
+    /// visit its node anyway, so an even split could not be filled, and the
+    /// per-batch optimum does not know which tokens a replica may take.
     pub fn placements(&self, mode: DispatchMode) -> Result<Vec<Placement>, PlanError> {
+        let scope = self.plan.replica_scope();
         (0..self.plan.num_layers())
             .map(|layer| {
                 let shares = match (mode, self.plan.replica_share()) {
+                    (_, Some(s)) if scope.is_some() => Some(s[layer].clone()),
                     (DispatchMode::Share, Some(s)) => Some(s[layer].clone()),
                     _ => None,
                 };
-                Placement::new(self.plan.layer(layer).to_vec(), self.experts, shares)
+                let placement =
+                    Placement::new(self.plan.layer(layer).to_vec(), self.experts, shares)?;
+                match scope {
+                    Some(scope) => placement.with_scope(&scope[layer], self.slots_per_node),
+                    None => Ok(placement),
+                }
             })
             .collect()
     }
@@ -174,6 +205,30 @@ mod tests {
         let even = update.placements(DispatchMode::Even).unwrap();
         assert_eq!(even[0].share(0), 0.5);
         assert_eq!(even[1].phy2log(), &[3, 2, 1, 0, 1, 2]);
+    }
+
+    #[test]
+    fn scoped_plans_keep_shares_and_scope_in_every_mode() {
+        // Node 0 has slots 0-2, node 1 slots 3-5; expert 0 (group 0, home
+        // node 0) has a co-visit replica on node 1 (slot 5).
+        let doc = json!({
+            "version": 4,
+            "phy2log": [[0, 1, 0, 2, 3, 0], [0, 1, 0, 2, 3, 2]],
+            "replica_share": [[0.5, 1.0, 0.25, 1.0, 1.0, 0.25], [0.5, 1.0, 0.5, 0.5, 1.0, 0.5]],
+            "replica_scope": [[-1, -1, -1, -1, -1, 1], [-1, -1, -1, -1, -1, -1]],
+        });
+        let update = PlanUpdate::parse(&typed(doc), &topology()).unwrap();
+        assert!(update.is_scoped());
+        for mode in [
+            DispatchMode::Even,
+            DispatchMode::Share,
+            DispatchMode::Optimal,
+        ] {
+            let p = update.placements(mode).unwrap();
+            assert_eq!(p[0].share(5), 0.25);
+            assert_eq!(p[0].scope().unwrap().covisit_node(5), Some(1));
+            assert_eq!(p[1].scope(), None);
+        }
     }
 
     #[test]

@@ -132,6 +132,8 @@ pub async fn prepare(
             plan,
             generator,
             mode: config.dispatch,
+            hidden: moe.hidden(),
+            covisit_groups: config.report_covisit.then(|| moe.num_groups()),
             workers,
             seqs,
             window: config.window,
