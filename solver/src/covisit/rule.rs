@@ -164,13 +164,13 @@ pub fn served_by_covisit(topology: &Topology, load: &LoadMatrix, plan: &Plan) ->
         return 0.0;
     };
     let (mut taken, mut total) = (0.0, 0.0);
-    for l in 0..topology.num_layers() {
+    for (l, layer_scope) in scope.iter().enumerate() {
         let Some(covisit) = load.covisit_layer(l) else {
             return 0.0;
         };
         let row = load.layer(l);
         let shares = plan.layer_shares(l, topology.num_logical_experts());
-        taken += slot_tokens(topology, row, covisit, plan.layer(l), &shares, &scope[l]).1;
+        taken += slot_tokens(topology, row, covisit, plan.layer(l), &shares, layer_scope).1;
         total += row.iter().sum::<f64>();
     }
     if total > 0.0 {

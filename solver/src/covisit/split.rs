@@ -145,7 +145,7 @@ impl SplitCaps {
             }
             let home = self.home[e] as usize;
             let caps = &self.cap[e * n..(e + 1) * n];
-            for set in 1..(1usize << n) {
+            for (set, need) in need.iter_mut().enumerate().skip(1) {
                 if set & (1 << home) == 0 {
                     continue;
                 }
@@ -153,7 +153,7 @@ impl SplitCaps {
                     .filter(|&m| set & (1 << m) == 0)
                     .map(|m| caps[m])
                     .sum();
-                need[set] += (w - outside).max(0.0);
+                *need += (w - outside).max(0.0);
             }
         }
         (1..(1usize << n))
