@@ -278,6 +278,7 @@ fn build_samples() -> Samples {
             solve_seconds: 0.5,
             load_windows: 4,
             excluded_gpus: vec![2],
+            policy_fallback: Some("optimal-covisit needs co-visit counts and the estimate has none: planned with optimal".into()),
         },
     };
     let bare_figures = PlanFigures {
@@ -291,6 +292,7 @@ fn build_samples() -> Samples {
             solve_seconds: 0.5,
             load_windows: 1,
             excluded_gpus: Vec::new(),
+            policy_fallback: None,
         },
     };
     let published = document(&replan, Some(2), "gain_pays", &full_figures);
@@ -421,7 +423,7 @@ fn build_samples() -> Samples {
         logical_load: Some(vec![vec![1.5, 2.0]]),
         slot_load: None,
         plan_version: None,
-        covisit: None,
+        covisit: Some(vec![vec![vec![1.5, 0.5], vec![1.0, 2.0]]]),
     };
 
     let clusters = "/v1/clusters/{cluster}";
@@ -507,12 +509,17 @@ fn build_samples() -> Samples {
                     start: Some(time()),
                     end: Some(time()),
                     load: vec![vec![1.0, 2.0], vec![0.0, 4.5]],
+                    covisit: Some(vec![
+                        vec![vec![1.0, 0.5], vec![2.0, 2.0]],
+                        vec![vec![0.0, 0.0], vec![4.5, 1.0]],
+                    ]),
                 }),
                 wire(&TraceWindow {
                     window: 3,
                     start: None,
                     end: None,
                     load: vec![vec![1.0]],
+                    covisit: None,
                 }),
             ],
         ),

@@ -233,7 +233,7 @@ impl Source {
                         .map_err(|e| CliError::without_file(Problem::History(e)))
                         .and_then(|w| {
                             let index = w.window;
-                            LoadMatrix::new(w.load, topology)
+                            trace_load(w, topology)
                                 .map(|load| (index, load))
                                 .map_err(|e| {
                                     CliError::without_file(Problem::Trace {
@@ -262,9 +262,18 @@ fn trace_window(
         )
     })?;
     let index = window.window;
-    LoadMatrix::new(window.load, topology)
+    trace_load(window, topology)
         .map(|load| (index, load))
         .map_err(|e: ParseError| (Some(index), e.to_string()))
+}
+
+/// A trace window's load, with its co-visit counts when it carries them.
+fn trace_load(window: TraceWindow, topology: &Topology) -> Result<LoadMatrix, ParseError> {
+    let load = LoadMatrix::new(window.load, topology)?;
+    match window.covisit {
+        Some(covisit) => load.with_covisit(covisit, topology),
+        None => Ok(load),
+    }
 }
 
 /// The load files of a directory (`.json` and `.csv`), by name.
