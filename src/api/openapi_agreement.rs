@@ -295,7 +295,16 @@ fn build_samples() -> Samples {
             policy_fallback: None,
         },
     };
-    let published = document(&replan, Some(2), "gain_pays", &full_figures);
+    let mut published = document(&replan, Some(2), "gain_pays", &full_figures);
+    // A co-visit plan's scope: slot 0 (on node 0) takes node 0's
+    // co-visitors only, every other slot any token.
+    published.replica_scope = Some(
+        published
+            .phy2log
+            .iter()
+            .map(|row| (0..row.len()).map(|s| if s == 0 { 0 } else { -1 }).collect())
+            .collect(),
+    );
     let initial = document(&first, Some(1), "initial", &bare_figures);
     let dry_run = document(&first, None, "below_threshold", &bare_figures);
 
