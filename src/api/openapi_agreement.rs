@@ -302,7 +302,11 @@ fn build_samples() -> Samples {
         published
             .phy2log
             .iter()
-            .map(|row| (0..row.len()).map(|s| if s == 0 { 0 } else { -1 }).collect())
+            .map(|row| {
+                (0..row.len())
+                    .map(|s| if s == 0 { 0 } else { -1 })
+                    .collect()
+            })
             .collect(),
     );
     let initial = document(&first, Some(1), "initial", &bare_figures);

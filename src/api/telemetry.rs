@@ -203,7 +203,8 @@ async fn ingest(
             load: load_codec::encode(&logical),
             values: logical.len(),
             layers: info.topology.num_layers(),
-            covisit: window.covisit.clone(),
+            covisit: window.covisit.as_deref().map(load_codec::encode),
+            groups: info.topology.num_groups(),
         })
         .await?;
     let grid = state.config.windows();

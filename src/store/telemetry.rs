@@ -61,8 +61,11 @@ pub struct StagedWindow {
     pub values: usize,
     /// `L` of that lineage's topology.
     pub layers: usize,
-    /// Co-visit counts, `L x E x K` row-major, when the window carried them.
-    pub covisit: Option<Vec<f64>>,
+    /// Co-visit counts, `L x E x K` row-major ([`load_codec`] form: about
+    /// `K` times the load's bytes), when the window carried them.
+    pub covisit: Option<Vec<u8>>,
+    /// `K` of that lineage's topology.
+    pub groups: usize,
 }
 
 /// The shape of a lineage's load windows: `L x E` load, `L x E x K`
@@ -151,18 +154,10 @@ impl Store {
                 load_codec::add_into(&w.load, &mut entry.load)?;
                 entry.windows += 1;
                 if let Some(counts) = &w.covisit {
-                    let sum = entry.covisit.get_or_insert_with(|| vec![0.0; counts.len()]);
-                    if sum.len() != counts.len() {
-                        return Err(StoreError::Corrupt {
-                            what: "co-visit counts",
-                            detail: format!(
-                                "a window of {} values beside one of {}",
-                                counts.len(),
-                                sum.len()
-                            ),
-                        });
-                    }
-                    sum.iter_mut().zip(counts).for_each(|(s, c)| *s += c);
+                    let sum = entry
+                        .covisit
+                        .get_or_insert_with(|| vec![0.0; w.values * w.groups]);
+                    load_codec::add_into(counts, sum)?;
                     entry.covisit_windows += 1;
                 }
             }
@@ -674,6 +669,7 @@ mod tests {
             values: 8,
             layers: 2,
             covisit: None,
+            groups: 2,
         }
     }
 
