@@ -321,7 +321,8 @@ pub async fn windows(
             info.lineage,
             i64::MAX,
             limit,
-            WindowShape::of(&info.topology),
+            // Token totals only: leave the co-visit counts unread.
+            WindowShape::of(&info.topology).load_only(),
         )
         .await?;
     let grid = state.config.windows();

@@ -69,7 +69,7 @@ pub struct StagedWindow {
 }
 
 /// The shape of a lineage's load windows: `L x E` load, `L x E x K`
-/// co-visit counts.
+/// co-visit counts (`groups` 0: read the load alone).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WindowShape {
     pub layers: usize,
@@ -84,6 +84,12 @@ impl WindowShape {
             experts: topology.num_logical_experts(),
             groups: topology.num_groups(),
         }
+    }
+
+    /// The same windows without their co-visit counts (`K` times the
+    /// load's size), for readers that need the load alone.
+    pub fn load_only(self) -> Self {
+        WindowShape { groups: 0, ..self }
     }
 
     fn load_len(self) -> usize {
@@ -298,6 +304,9 @@ impl Store {
         shape: WindowShape,
         windows: &mut [LoadWindow],
     ) -> StoreResult<()> {
+        if shape.groups == 0 {
+            return Ok(());
+        }
         let rows = sqlx::query(
             "SELECT bucket, layer, grp, windows, counts FROM load_window_covisit
              WHERE cluster = $1 AND lineage = $2 AND bucket >= $3 AND bucket <= $4
