@@ -249,6 +249,7 @@ async fn ingest(
                                     cols: 256,
                                     values: load.to_vec(),
                                 },
+                                covisit: None,
                             };
                             client
                                 .post(format!("{base}/v1/clusters/decode/telemetry"))

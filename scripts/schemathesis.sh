@@ -25,7 +25,7 @@ dir=$(mktemp -d)
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 base="http://127.0.0.1:$port"
 admin=schemathesis-admin
-BALLAST_LOG=warn target/debug/ballast serve --listen "127.0.0.1:$port" \
+BALLAST_LOG=warn "${CARGO_TARGET_DIR:-target}/debug/ballast" serve --listen "127.0.0.1:$port" \
     --database-url "sqlite:$dir/ballast.db" \
     --worker-token schemathesis-worker --admin-token "$admin" \
     --max-wait 1s --window 1s --window-grace 100ms >"$dir/service.log" 2>&1 &

@@ -37,7 +37,7 @@ pub mod estimate;
 
 use std::time::Duration;
 
-use ballast_solver::planner::DEFAULT_BALANCE_TOLERANCE;
+use ballast_solver::planner::{PlanError, DEFAULT_BALANCE_TOLERANCE};
 use ballast_solver::{LoadMatrix, Plan, Policy, Split, Topology};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -136,6 +136,11 @@ pub struct Figures {
     /// Windows the estimate was made of.
     pub load_windows: usize,
     pub excluded_gpus: Vec<usize>,
+    /// Why the candidate was planned with another policy than the one
+    /// configured (`optimal-covisit` without co-visit counts falls back to
+    /// `optimal`); absent when it was not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_fallback: Option<String>,
 }
 
 /// What [`evaluate`] concluded.
@@ -166,16 +171,46 @@ pub fn evaluate(settings: &Settings, situation: &Situation) -> Result<Decision, 
         .saturating_sub(settings.windows_needed())..];
     let estimate =
         estimate::ewma(newest, settings.ewma_alpha, topology).ok_or(PolicyError::NoTelemetry)?;
-    let candidate = candidate::build(CandidateInput {
+    let mut fallback = None;
+    let mut policy = settings.policy;
+    if policy == Policy::OptimalCovisit && !estimate.has_covisit() {
+        fallback = Some(format!(
+            "{} needs co-visit counts and the estimate has none (a window of the {} behind it \
+             came from workers that did not all send `covisit`): planned with {}",
+            Policy::OptimalCovisit.name(),
+            newest.len(),
+            Policy::Optimal.name()
+        ));
+        policy = Policy::Optimal;
+    }
+    let input = CandidateInput {
         topology: topology.clone(),
         estimate,
         current: situation.current.cloned(),
-        policy: settings.policy,
+        policy,
         split: settings.split,
         balance_tolerance: settings.balance_tolerance,
         time_limit: settings.solve_time_limit,
         excluded: situation.excluded.to_vec(),
-    })?;
+    };
+    let candidate = match candidate::build(input.clone()) {
+        // A planner this build cannot run for this load: plan node-local
+        // rather than not at all, and say so.
+        Err(CandidateError::Solve(PlanError::Unsupported(why)))
+            if policy == Policy::OptimalCovisit =>
+        {
+            fallback = Some(format!(
+                "{} refused this load ({why}): planned with {}",
+                Policy::OptimalCovisit.name(),
+                Policy::Optimal.name()
+            ));
+            candidate::build(CandidateInput {
+                policy: Policy::Optimal,
+                ..input
+            })?
+        }
+        other => other?,
+    };
     let verdict = decide::decide(
         &Evidence {
             current: candidate.current,
@@ -200,8 +235,12 @@ pub fn evaluate(settings: &Settings, situation: &Situation) -> Result<Decision, 
         solve_seconds: candidate.solve_seconds,
         load_windows: newest.len(),
         excluded_gpus: situation.excluded.to_vec(),
+        policy_fallback: fallback,
     };
-    let detail = explain(&verdict, &figures, &settings.thresholds);
+    let mut detail = explain(&verdict, &figures, &settings.thresholds);
+    if let Some(why) = &figures.policy_fallback {
+        detail = format!("{detail}; {why}");
+    }
     Ok(Decision {
         verdict,
         candidate,

@@ -42,8 +42,8 @@ pub use plans::{
     RebalanceResult,
 };
 pub use telemetry::{
-    DecodeError, LoadWindow, LoadWindows, RawLoad, RawWindow, ReceiptStatus, TelemetryReceipt,
-    TelemetryWindow, WindowSpan,
+    DecodeError, LoadWindow, LoadWindows, RawCovisit, RawLoad, RawWindow, ReceiptStatus,
+    TelemetryReceipt, TelemetryWindow, WindowSpan,
 };
 pub use trace::TraceWindow;
 pub use workers::{

@@ -242,6 +242,7 @@ mod tests {
                 solve_seconds: 0.1,
                 load_windows: 2,
                 excluded_gpus: vec![],
+                policy_fallback: None,
             },
         };
         let stats = PlanStats::new(&outcome.stats, &figures);

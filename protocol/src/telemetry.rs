@@ -17,6 +17,11 @@ use thiserror::Error;
 /// long the body, and what a hostile body can make it allocate is bounded.
 pub const MAX_LOAD_VALUES: usize = 1 << 20;
 
+/// The most co-visit values one window may carry (`L x E x K`; DeepSeek-V3:
+/// 58 x 256 x 8 = 118,784). A topology with more cannot send co-visit
+/// counts; a decoder keeps at most this many.
+pub const MAX_COVISIT_VALUES: usize = 1 << 22;
+
 /// A window body that does not decode (the same wording for both encodings).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum DecodeError {
@@ -109,6 +114,46 @@ pub struct RawWindow {
     pub start_ms: Option<i64>,
     pub end_ms: Option<i64>,
     pub load: RawLoad,
+    /// `covisit`, when the window carries it.
+    pub covisit: Option<RawCovisit>,
+}
+
+/// Co-visit counts as decoded, before shape checks: `layers x experts x
+/// groups` values, row-major (`covisit[l][e][k]` at `(l * experts + e) *
+/// groups + k`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawCovisit {
+    pub layers: usize,
+    pub experts: usize,
+    pub groups: usize,
+    pub values: Vec<f64>,
+}
+
+impl RawCovisit {
+    /// From nested `[L][E][K]` rows; ragged rows are a shape error.
+    pub fn from_nested(rows: Vec<Vec<Vec<f64>>>) -> Result<Self, DecodeError> {
+        let mut cube = FlatCube::default();
+        for layer in rows {
+            for expert in layer {
+                cube.rows.values.extend_from_slice(&expert);
+                cube.rows.count += expert.len();
+                cube.rows.end_row(expert.len());
+            }
+            cube.end_layer();
+        }
+        cube.into_covisit()
+    }
+
+    /// Back to nested `[L][E][K]` rows.
+    pub fn to_nested(&self) -> Vec<Vec<Vec<f64>>> {
+        if self.groups == 0 || self.experts == 0 {
+            return vec![vec![Vec::new(); self.experts]; self.layers];
+        }
+        self.values
+            .chunks(self.experts * self.groups)
+            .map(|layer| layer.chunks(self.groups).map(<[f64]>::to_vec).collect())
+            .collect()
+    }
 }
 
 impl RawWindow {
@@ -120,12 +165,14 @@ impl RawWindow {
         let start_ms = parse_optional_time("window_start", window.window_start.as_deref())?;
         let end_ms = parse_optional_time("window_end", window.window_end.as_deref())?;
         let load = pick_load(window.logical_load, window.slot_load, window.plan_version)?;
+        let covisit = window.covisit.map(FlatCube::into_covisit).transpose()?;
         Ok(RawWindow {
             worker: window.worker,
             seq: window.seq,
             start_ms,
             end_ms,
             load,
+            covisit,
         })
     }
 }
@@ -148,10 +195,8 @@ struct JsonWindow {
     slot_load: Option<FlatRows>,
     #[serde(default, deserialize_with = "crate::integer::option_i64")]
     plan_version: Option<i64>,
-    /// Accepted, not yet aggregated (issue 16 wires it through).
     #[serde(default)]
-    #[allow(dead_code)]
-    covisit: Option<serde::de::IgnoredAny>,
+    covisit: Option<FlatCube>,
 }
 
 /// Rows of numbers parsed into one row-major vector. At most
@@ -167,6 +212,8 @@ pub struct FlatRows {
     count: usize,
     /// `(layer, length)` of the first row unlike row 0.
     ragged: Option<(usize, usize)>,
+    /// Values kept at most (0: [`MAX_LOAD_VALUES`]).
+    limit: usize,
 }
 
 impl FlatRows {
@@ -190,6 +237,14 @@ impl FlatRows {
     }
 
     /// `(rows, cols, values)`, or why they are no matrix a topology can have.
+    fn limit(&self) -> usize {
+        if self.limit == 0 {
+            MAX_LOAD_VALUES
+        } else {
+            self.limit
+        }
+    }
+
     fn into_matrix(self, field: &'static str) -> Result<(usize, usize, Vec<f64>), DecodeError> {
         if let Some((layer, len)) = self.ragged {
             return Err(DecodeError::Shape {
@@ -197,10 +252,11 @@ impl FlatRows {
                 detail: format!("layer {layer} has {len} values, layer 0 has {}", self.cols),
             });
         }
-        if self.count.max(self.values.len()) > MAX_LOAD_VALUES {
+        let limit = self.limit();
+        if self.count.max(self.values.len()) > limit {
             return Err(DecodeError::Shape {
                 field,
-                detail: format!("has more than {MAX_LOAD_VALUES} values, more than any topology"),
+                detail: format!("has more than {limit} values, more than any topology"),
             });
         }
         Ok((self.rows, self.cols, self.values))
@@ -246,11 +302,120 @@ impl<'de> Visitor<'de> for Row<'_> {
         while let Some(value) = seq.next_element::<f64>()? {
             len += 1;
             flat.count += 1;
-            if flat.count <= MAX_LOAD_VALUES {
+            if flat.count <= flat.limit() {
                 flat.values.push(value);
             }
         }
         flat.end_row(len);
+        Ok(())
+    }
+}
+
+/// `[L][E][K]` numbers parsed into one row-major vector: the `E x K` rows of
+/// every layer go into one [`FlatRows`] (at most [`MAX_COVISIT_VALUES`]
+/// kept), and the first layer whose row count differs from layer 0's is
+/// remembered.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct FlatCube {
+    rows: FlatRows,
+    layers: usize,
+    /// Rows (experts) of layer 0.
+    experts: usize,
+    /// `(layer, experts)` of the first layer unlike layer 0.
+    ragged: Option<(usize, usize)>,
+    /// Rows read before the current layer.
+    rows_before: usize,
+}
+
+impl FlatCube {
+    fn end_layer(&mut self) {
+        let experts = self.rows.rows - self.rows_before;
+        if self.layers == 0 {
+            self.experts = experts;
+        } else if experts != self.experts && self.ragged.is_none() {
+            self.ragged = Some((self.layers, experts));
+        }
+        self.layers += 1;
+        self.rows_before = self.rows.rows;
+    }
+
+    fn into_covisit(self) -> Result<RawCovisit, DecodeError> {
+        let shape = |detail: String| DecodeError::Shape {
+            field: "covisit",
+            detail,
+        };
+        if let Some((layer, experts)) = self.ragged {
+            return Err(shape(format!(
+                "layer {layer} has {experts} experts, layer 0 has {}",
+                self.experts
+            )));
+        }
+        if let Some((row, len)) = self.rows.ragged {
+            let experts = self.experts.max(1);
+            return Err(shape(format!(
+                "layer {} expert {} has {len} groups, layer 0 expert 0 has {}",
+                row / experts,
+                row % experts,
+                self.rows.cols
+            )));
+        }
+        if self.rows.count.max(self.rows.values.len()) > MAX_COVISIT_VALUES {
+            return Err(shape(format!(
+                "has more than {MAX_COVISIT_VALUES} values, more than co-visit counts may have"
+            )));
+        }
+        Ok(RawCovisit {
+            layers: self.layers,
+            experts: self.experts,
+            groups: self.rows.cols,
+            values: self.rows.values,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for FlatCube {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Layers;
+        impl<'de> Visitor<'de> for Layers {
+            type Value = FlatCube;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an array of layers of rows of numbers")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<FlatCube, A::Error> {
+                let mut cube = FlatCube {
+                    rows: FlatRows {
+                        limit: MAX_COVISIT_VALUES,
+                        ..FlatRows::default()
+                    },
+                    ..FlatCube::default()
+                };
+                while seq.next_element_seed(Layer(&mut cube))?.is_some() {}
+                Ok(cube)
+            }
+        }
+        deserializer.deserialize_seq(Layers)
+    }
+}
+
+/// One layer of a [`FlatCube`]: rows appended to its [`FlatRows`].
+struct Layer<'a>(&'a mut FlatCube);
+
+impl<'de> DeserializeSeed<'de> for Layer<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Layer<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a layer: an array of rows of numbers")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let cube = self.0;
+        while seq.next_element_seed(Row(&mut cube.rows))?.is_some() {}
+        cube.end_layer();
         Ok(())
     }
 }
@@ -328,12 +493,14 @@ impl TelemetryWindow<f64> {
             self.slot_load.map(FlatRows::from_rows),
             self.plan_version,
         )?;
+        let covisit = self.covisit.map(RawCovisit::from_nested).transpose()?;
         Ok(RawWindow {
             worker: self.worker,
             seq: self.seq,
             start_ms,
             end_ms,
             load,
+            covisit,
         })
     }
 }
@@ -455,6 +622,65 @@ mod tests {
         );
         let err = RawWindow::from_json(body.as_bytes()).unwrap_err();
         assert!(err.to_string().contains("more than"), "{err}");
+    }
+
+    #[test]
+    fn covisit_decodes_flat_and_checks_its_shape() {
+        let raw = RawWindow::from_json(
+            br#"{"worker": "w", "seq": 1, "logical_load": [[3, 2]],
+                 "covisit": [[[3, 1], [0, 2]]]}"#,
+        )
+        .unwrap();
+        let covisit = raw.covisit.unwrap();
+        assert_eq!((covisit.layers, covisit.experts, covisit.groups), (1, 2, 2));
+        assert_eq!(covisit.values, vec![3.0, 1.0, 0.0, 2.0]);
+        assert_eq!(
+            covisit.to_nested(),
+            vec![vec![vec![3.0, 1.0], vec![0.0, 2.0]]]
+        );
+        assert_eq!(
+            RawCovisit::from_nested(covisit.to_nested()).unwrap(),
+            covisit
+        );
+        let cases = [
+            (r#"[[[1, 1], [1]]]"#, "layer 0 expert 1 has 1 groups"),
+            (r#"[[[1, 1], [1, 1]], [[1, 1]]]"#, "layer 1 has 1 experts"),
+        ];
+        for (covisit, needle) in cases {
+            let body = format!(
+                r#"{{"worker": "w", "seq": 1, "logical_load": [[3, 2]], "covisit": {covisit}}}"#
+            );
+            let err = RawWindow::from_json(body.as_bytes()).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    DecodeError::Shape {
+                        field: "covisit",
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+            assert!(err.to_string().contains(needle), "{err}");
+        }
+        let err = RawWindow::from_json(
+            br#"{"worker": "w", "seq": 1, "logical_load": [[3]], "covisit": [[["x"]]]}"#,
+        )
+        .unwrap_err();
+        assert!(matches!(err, DecodeError::Malformed(_)), "{err}");
+        // The worker's form serializes nested and decodes the same.
+        let w = TelemetryWindow::<u64> {
+            worker: "node0-gpu0".into(),
+            seq: 1,
+            window_start: None,
+            window_end: None,
+            logical_load: Some(vec![vec![3, 2]]),
+            slot_load: None,
+            plan_version: None,
+            covisit: Some(vec![vec![vec![3, 1], vec![0, 2]]]),
+        };
+        let raw = RawWindow::from_json(&w.to_json()).unwrap();
+        assert_eq!(raw.covisit.unwrap().values, vec![3.0, 1.0, 0.0, 2.0]);
     }
 
     #[test]

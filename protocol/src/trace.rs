@@ -18,6 +18,10 @@ pub struct TraceWindow {
     pub end: Option<String>,
     /// `L x E` token→expert assignments, summed over the cluster's workers.
     pub load: Vec<Vec<f64>>,
+    /// `L x E x K` co-visit counts (SPEC), summed like `load`; only when
+    /// every worker window of the window carried them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub covisit: Option<Vec<Vec<Vec<f64>>>>,
 }
 
 #[cfg(test)]
@@ -32,10 +36,11 @@ mod tests {
         assert!(bare.start.is_none());
         let timed: TraceWindow = serde_json::from_str(
             r#"{"window": 0, "start": "2026-01-01T00:00:00Z", "end": "2026-01-01T00:01:00Z",
-                "load": [[0]], "covisit": []}"#,
+                "load": [[0]], "covisit": [[[0]]], "other": 1}"#,
         )
         .unwrap();
         assert_eq!(timed.end.as_deref(), Some("2026-01-01T00:01:00Z"));
+        assert_eq!(timed.covisit, Some(vec![vec![vec![0.0]]]));
         let line = serde_json::to_string(&bare).unwrap();
         assert_eq!(line, r#"{"window":3,"load":[[1.0,2.0]]}"#);
     }

@@ -19,19 +19,31 @@
 //! | 48     | n    | worker name, UTF-8 |
 //! | 48 + n | rows x cols x size | values, row-major |
 //!
-//! The body must be exactly that long. Like the JSON form it decodes to a
+//! The body must be exactly that long.
+//!
+//! A window with co-visit counts (`covisit`, logical load only) is sent as
+//! version 2, magic `BLW2`: the same fields, then at offset 48 `groups` = K
+//! (u32), the worker name at 52, the load values, and then `rows x cols x
+//! groups` co-visit values (`covisit[l][e][k]` row-major, same value type).
+//! A window without them is still encoded as `BLW1`, so services that
+//! predate co-visit keep reading windows of workers that do not count it.
+//!
+//! Like the JSON form it decodes to a
 //! [`RawWindow`]; the service checks both against the topology the same way.
 //! Workers in this repository and the service share this one encoder and
 //! decoder; workers in other languages follow the table above.
 
-use crate::telemetry::{DecodeError, RawLoad, RawWindow};
+use crate::telemetry::{DecodeError, RawCovisit, RawLoad, RawWindow, MAX_COVISIT_VALUES};
 
 /// The media type that selects this encoding.
 pub const CONTENT_TYPE: &str = "application/x-ballast-window";
 
 const MAGIC: &[u8; 4] = b"BLW1";
-/// Bytes before the worker name.
+const MAGIC_V2: &[u8; 4] = b"BLW2";
+/// Bytes before the worker name (`BLW1`).
 pub const HEADER: usize = 48;
+/// Bytes before the worker name (`BLW2`, with co-visit counts).
+pub const HEADER_V2: usize = 52;
 const ABSENT: i64 = i64::MIN;
 
 /// Element type of the value array.
@@ -75,9 +87,26 @@ pub fn decode(body: &[u8]) -> Result<RawWindow, DecodeError> {
             body.len()
         )));
     }
-    if &body[0..4] != MAGIC {
-        return Err(malformed("binary window does not start with `BLW1`"));
+    let header = match &body[0..4] {
+        m if m == MAGIC => HEADER,
+        m if m == MAGIC_V2 => HEADER_V2,
+        _ => {
+            return Err(malformed(
+                "binary window does not start with `BLW1` (or `BLW2`)",
+            ))
+        }
+    };
+    if body.len() < header {
+        return Err(malformed(format!(
+            "binary window is {} bytes, shorter than its {header}-byte header",
+            body.len()
+        )));
     }
+    let groups = if header == HEADER_V2 {
+        read_u32(body, 48) as usize
+    } else {
+        0
+    };
     let value_type = match body[5] {
         1 => ValueType::U32,
         2 => ValueType::F32,
@@ -99,9 +128,20 @@ pub fn decode(body: &[u8]) -> Result<RawWindow, DecodeError> {
     let count = rows
         .checked_mul(cols)
         .ok_or_else(|| malformed("rows x cols overflows"))?;
-    let expected = count
+    let covisit_count = count
+        .checked_mul(groups)
+        .ok_or_else(|| malformed("rows x cols x groups overflows"))?;
+    if covisit_count > MAX_COVISIT_VALUES {
+        return Err(DecodeError::Shape {
+            field: "covisit",
+            detail: format!(
+                "has more than {MAX_COVISIT_VALUES} values, more than co-visit counts may have"
+            ),
+        });
+    }
+    let expected = (count + covisit_count)
         .checked_mul(value_type.size())
-        .and_then(|v| v.checked_add(HEADER + name_len))
+        .and_then(|v| v.checked_add(header + name_len))
         .ok_or_else(|| malformed("rows x cols overflows"))?;
     if body.len() != expected {
         return Err(malformed(format!(
@@ -109,28 +149,23 @@ pub fn decode(body: &[u8]) -> Result<RawWindow, DecodeError> {
             body.len()
         )));
     }
-    let worker = std::str::from_utf8(&body[HEADER..HEADER + name_len])
+    let worker = std::str::from_utf8(&body[header..header + name_len])
         .map_err(|_| malformed("worker name is not UTF-8"))?
         .to_owned();
-    let data = &body[HEADER + name_len..];
-    let values: Vec<f64> = match value_type {
-        ValueType::U32 => data
-            .chunks_exact(4)
-            .map(|c| f64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
-            .collect(),
-        ValueType::F32 => data
-            .chunks_exact(4)
-            .map(|c| f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
-            .collect(),
-        ValueType::F64 => data
-            .chunks_exact(8)
-            .map(|c| {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(c);
-                f64::from_le_bytes(b)
-            })
-            .collect(),
-    };
+    let (data, covisit_data) = body[header + name_len..].split_at(count * value_type.size());
+    let values = read_values(data, value_type);
+    let covisit = (header == HEADER_V2).then(|| RawCovisit {
+        layers: rows,
+        experts: cols,
+        groups,
+        values: read_values(covisit_data, value_type),
+    });
+    if covisit.is_some() && body[4] != 1 {
+        return Err(DecodeError::Field {
+            field: "covisit",
+            detail: "only allowed with `logical_load` (load kind 1)".into(),
+        });
+    }
     let load = match body[4] {
         1 => RawLoad::Logical { rows, cols, values },
         2 => RawLoad::Slot {
@@ -151,11 +186,34 @@ pub fn decode(body: &[u8]) -> Result<RawWindow, DecodeError> {
         start_ms,
         end_ms,
         load,
+        covisit,
     })
 }
 
+fn read_values(data: &[u8], value_type: ValueType) -> Vec<f64> {
+    match value_type {
+        ValueType::U32 => data
+            .chunks_exact(4)
+            .map(|c| f64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+            .collect(),
+        ValueType::F32 => data
+            .chunks_exact(4)
+            .map(|c| f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+            .collect(),
+        ValueType::F64 => data
+            .chunks_exact(8)
+            .map(|c| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(c);
+                f64::from_le_bytes(b)
+            })
+            .collect(),
+    }
+}
+
 /// Encodes a window. Values are written as `value_type`; the caller picks
-/// one that represents them exactly.
+/// one that represents them exactly. Co-visit counts must be shaped `rows x
+/// cols x groups` of the load (the decoder reads them so).
 pub fn encode(window: &RawWindow, value_type: ValueType) -> Vec<u8> {
     let (kind, plan_version, rows, cols, values) = match &window.load {
         RawLoad::Logical { rows, cols, values } => (1u8, 0, *rows, *cols, values),
@@ -167,8 +225,12 @@ pub fn encode(window: &RawWindow, value_type: ValueType) -> Vec<u8> {
         } => (2u8, *plan_version, *rows, *cols, values),
     };
     let name = window.worker.as_bytes();
-    let mut out = Vec::with_capacity(HEADER + name.len() + values.len() * value_type.size());
-    out.extend_from_slice(MAGIC);
+    let covisit = window.covisit.as_ref();
+    let covisit_len = covisit.map_or(0, |c| c.values.len());
+    let mut out = Vec::with_capacity(
+        HEADER_V2 + name.len() + (values.len() + covisit_len) * value_type.size(),
+    );
+    out.extend_from_slice(if covisit.is_some() { MAGIC_V2 } else { MAGIC });
     out.push(kind);
     out.push(value_type as u8);
     out.extend_from_slice(&(name.len() as u16).to_le_bytes());
@@ -178,8 +240,12 @@ pub fn encode(window: &RawWindow, value_type: ValueType) -> Vec<u8> {
     out.extend_from_slice(&window.end_ms.unwrap_or(ABSENT).to_le_bytes());
     out.extend_from_slice(&(rows as u32).to_le_bytes());
     out.extend_from_slice(&(cols as u32).to_le_bytes());
+    if let Some(c) = covisit {
+        out.extend_from_slice(&(c.groups as u32).to_le_bytes());
+    }
     out.extend_from_slice(name);
-    for &v in values {
+    let covisit_values = covisit.map_or(&[][..], |c| &c.values[..]);
+    for &v in values.iter().chain(covisit_values) {
         match value_type {
             ValueType::U32 => out.extend_from_slice(&(v as u32).to_le_bytes()),
             ValueType::F32 => out.extend_from_slice(&(v as f32).to_le_bytes()),
@@ -210,6 +276,7 @@ mod tests {
             } else {
                 RawLoad::Logical { rows, cols, values }
             },
+            covisit: None,
         }
     }
 
@@ -224,9 +291,53 @@ mod tests {
         }
 
         #[test]
+        fn round_trips_with_covisit(rows in 1usize..5, cols in 1usize..7, groups in 1usize..4, seed in any::<u32>()) {
+            let values: Vec<f64> = (0..rows * cols).map(|i| f64::from((seed ^ i as u32) % 1000 + 1000)).collect();
+            let mut w = window(values, rows, cols, false);
+            w.covisit = Some(RawCovisit {
+                layers: rows,
+                experts: cols,
+                groups,
+                values: (0..rows * cols * groups).map(|i| f64::from((seed ^ i as u32) % 1000)).collect(),
+            });
+            for vt in [ValueType::U32, ValueType::F32, ValueType::F64] {
+                let body = encode(&w, vt);
+                prop_assert_eq!(&body[0..4], b"BLW2");
+                prop_assert_eq!(decode(&body).unwrap(), w.clone());
+            }
+        }
+
+        #[test]
+        fn never_panics_on_garbage_v2(tail in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let mut body = b"BLW2".to_vec();
+            body.extend(tail);
+            let _ = decode(&body);
+        }
+
+        #[test]
         fn never_panics_on_garbage(body in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = decode(&body);
         }
+    }
+
+    /// A window without co-visit counts is still `BLW1`, byte for byte as
+    /// before, so older services read it; a `BLW2` body with slot load is
+    /// refused.
+    #[test]
+    fn windows_without_covisit_stay_version_1() {
+        let w = window(vec![1.0, 2.0], 1, 2, false);
+        let body = encode(&w, ValueType::U32);
+        assert_eq!(&body[0..4], b"BLW1");
+        assert_eq!(body.len(), HEADER + w.worker.len() + 2 * 4);
+        let mut slot = window(vec![1.0, 2.0], 1, 2, true);
+        slot.covisit = Some(RawCovisit {
+            layers: 1,
+            experts: 2,
+            groups: 1,
+            values: vec![1.0, 2.0],
+        });
+        let err = decode(&encode(&slot, ValueType::U32)).unwrap_err();
+        assert!(err.to_string().contains("logical_load"), "{err}");
     }
 
     #[test]

@@ -278,6 +278,7 @@ fn build_samples() -> Samples {
             solve_seconds: 0.5,
             load_windows: 4,
             excluded_gpus: vec![2],
+            policy_fallback: Some("optimal-covisit needs co-visit counts and the estimate has none: planned with optimal".into()),
         },
     };
     let bare_figures = PlanFigures {
@@ -291,9 +292,23 @@ fn build_samples() -> Samples {
             solve_seconds: 0.5,
             load_windows: 1,
             excluded_gpus: Vec::new(),
+            policy_fallback: None,
         },
     };
-    let published = document(&replan, Some(2), "gain_pays", &full_figures);
+    let mut published = document(&replan, Some(2), "gain_pays", &full_figures);
+    // A co-visit plan's scope: slot 0 (on node 0) takes node 0's
+    // co-visitors only, every other slot any token.
+    published.replica_scope = Some(
+        published
+            .phy2log
+            .iter()
+            .map(|row| {
+                (0..row.len())
+                    .map(|s| if s == 0 { 0 } else { -1 })
+                    .collect()
+            })
+            .collect(),
+    );
     let initial = document(&first, Some(1), "initial", &bare_figures);
     let dry_run = document(&first, None, "below_threshold", &bare_figures);
 
@@ -421,7 +436,7 @@ fn build_samples() -> Samples {
         logical_load: Some(vec![vec![1.5, 2.0]]),
         slot_load: None,
         plan_version: None,
-        covisit: None,
+        covisit: Some(vec![vec![vec![1.5, 0.5], vec![1.0, 2.0]]]),
     };
 
     let clusters = "/v1/clusters/{cluster}";
@@ -507,12 +522,17 @@ fn build_samples() -> Samples {
                     start: Some(time()),
                     end: Some(time()),
                     load: vec![vec![1.0, 2.0], vec![0.0, 4.5]],
+                    covisit: Some(vec![
+                        vec![vec![1.0, 0.5], vec![2.0, 2.0]],
+                        vec![vec![0.0, 0.0], vec![4.5, 1.0]],
+                    ]),
                 }),
                 wire(&TraceWindow {
                     window: 3,
                     start: None,
                     end: None,
                     load: vec![vec![1.0]],
+                    covisit: None,
                 }),
             ],
         ),

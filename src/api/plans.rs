@@ -130,6 +130,15 @@ fn respond(plan: &PublishedPlan, format: Option<Engine>) -> Result<Response, Api
             HeaderValue::from_static("true"),
         );
     }
+    // No engine format can say which tokens a co-visit replica may take:
+    // the export lists the slots, an engine that loads it routes to them
+    // like to any replica.
+    if format.is_some() && plan.plan.replica_scope().is_some() {
+        headers.insert(
+            "x-ballast-drops-replica-scope",
+            HeaderValue::from_static("true"),
+        );
+    }
     Ok(response)
 }
 

@@ -7,6 +7,7 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
+use ballast_protocol::telemetry::MAX_COVISIT_VALUES;
 use ballast_protocol::{
     window_binary, DecodeError, ErrorCode, LoadWindow, LoadWindows, RawWindow, ReceiptStatus,
     TelemetryReceipt, WindowSpan,
@@ -21,7 +22,7 @@ use crate::domain::{load_codec, ClusterName};
 use crate::domain::{TelemetryWindow, WindowError, WindowLoad};
 use crate::plan_cache::ClusterEntry;
 use crate::state::AppState;
-use crate::store::telemetry::{IngestOutcome, StagedWindow};
+use crate::store::telemetry::{IngestOutcome, StagedWindow, WindowShape};
 use crate::time::{now_ms, rfc3339};
 
 #[derive(Clone, Copy)]
@@ -75,12 +76,21 @@ fn invalid(err: WindowError) -> ApiError {
 /// and framing. A body above it cannot be a valid window, so it is refused
 /// before it is read (a 32 MB body for a DeepSeek-V3 cluster used to cost
 /// ~290 MB of memory to parse and refuse).
+///
+/// Co-visit counts (`L x E x K`, logical load only) add their values when
+/// the topology may carry them ([`MAX_COVISIT_VALUES`]).
 fn window_body_limit(topology: &Topology, encoding: Encoding) -> usize {
-    let values =
-        topology.num_layers() * topology.num_logical_experts().max(topology.slots_per_gpu());
+    let (layers, experts) = (topology.num_layers(), topology.num_logical_experts());
+    let covisit = layers * experts * topology.num_groups();
+    let covisit = if covisit <= MAX_COVISIT_VALUES {
+        covisit
+    } else {
+        0
+    };
+    let values = layers * experts.max(topology.slots_per_gpu()) + covisit;
     match encoding {
         Encoding::Json => 16 * 1024 + values * 48,
-        Encoding::Binary => window_binary::HEADER + usize::from(u16::MAX) + values * 8,
+        Encoding::Binary => window_binary::HEADER_V2 + usize::from(u16::MAX) + values * 8,
     }
 }
 
@@ -193,6 +203,8 @@ async fn ingest(
             load: load_codec::encode(&logical),
             values: logical.len(),
             layers: info.topology.num_layers(),
+            covisit: window.covisit.as_deref().map(load_codec::encode),
+            groups: info.topology.num_groups(),
         })
         .await?;
     let grid = state.config.windows();
@@ -301,7 +313,6 @@ pub async fn windows(
 ) -> Result<Json<LoadWindows>, ApiError> {
     let entry = cluster_entry(&state, &cluster).await?;
     let info = entry.info();
-    let len = info.topology.num_layers() * info.topology.num_logical_experts();
     let limit = parse_limit(query.limit.as_deref())?;
     let windows = state
         .store
@@ -310,8 +321,8 @@ pub async fn windows(
             info.lineage,
             i64::MAX,
             limit,
-            info.topology.num_layers(),
-            len,
+            // Token totals only: leave the co-visit counts unread.
+            WindowShape::of(&info.topology).load_only(),
         )
         .await?;
     let grid = state.config.windows();

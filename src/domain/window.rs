@@ -5,7 +5,7 @@
 //! [`TelemetryWindow::from_raw`] is the single place that checks a window
 //! against the cluster's topology.
 
-use ballast_protocol::{DecodeError, RawLoad, RawWindow};
+use ballast_protocol::{DecodeError, RawCovisit, RawLoad, RawWindow};
 use ballast_solver::Topology;
 use thiserror::Error;
 
@@ -62,6 +62,10 @@ pub struct TelemetryWindow {
     /// When the window ended (the receive time when the worker gave none).
     pub end_ms: i64,
     pub load: WindowLoad,
+    /// Co-visit counts, `L x E x K` row-major (`covisit[l][e][k]` at
+    /// `(l * E + e) * K + k`), each at most its expert's load in this
+    /// window; only with logical load.
+    pub covisit: Option<Vec<f64>>,
 }
 
 impl TelemetryWindow {
@@ -131,13 +135,78 @@ impl TelemetryWindow {
                 }
             }
         };
+        let covisit = match (raw.covisit, &load) {
+            (None, _) => None,
+            (Some(covisit), WindowLoad::Logical(load)) => {
+                Some(check_covisit(covisit, load, topology)?)
+            }
+            (Some(_), WindowLoad::Slot { .. }) => {
+                return Err(WindowError::field(
+                    "covisit",
+                    "only allowed with `logical_load`: co-visit counts are the tokens this \
+                     worker routed, and `slot_load` counts the tokens its slots processed",
+                ))
+            }
+        };
         Ok(TelemetryWindow {
             worker,
             seq: raw.seq,
             end_ms,
             load,
+            covisit,
         })
     }
+}
+
+/// Checks co-visit counts against the topology (`L x E x K`) and the
+/// window's logical load (`L x E`): every count finite, non-negative and at
+/// most its expert's load (a token that chose `e` counts once per group).
+fn check_covisit(
+    covisit: RawCovisit,
+    load: &[f64],
+    topology: &Topology,
+) -> Result<Vec<f64>, WindowError> {
+    let (layers, experts, groups) = (
+        topology.num_layers(),
+        topology.num_logical_experts(),
+        topology.num_groups(),
+    );
+    let shape = [
+        (covisit.layers, layers, "layers"),
+        (covisit.experts, experts, "experts per layer"),
+        (covisit.groups, groups, "groups per expert"),
+    ];
+    for (got, want, what) in shape {
+        if got != want {
+            return Err(WindowError::field(
+                "covisit",
+                format!("has {got} {what}, topology has {want}"),
+            ));
+        }
+    }
+    for (i, &count) in covisit.values.iter().enumerate() {
+        let (row, group) = (i / groups, i % groups);
+        let (layer, expert) = (row / experts, row % experts);
+        let entry = |detail: String| WindowError::Entry {
+            field: "covisit",
+            layer,
+            index: expert,
+            detail,
+        };
+        if !(count.is_finite() && (0.0..=MAX_COUNT).contains(&count)) {
+            return Err(entry(format!(
+                "group {group}: {count} is not a count between 0 and {MAX_COUNT:e}"
+            )));
+        }
+        let expert_load = load[row];
+        if count > expert_load {
+            return Err(entry(format!(
+                "group {group}: {count} tokens, more than the expert's load in this window \
+                 ({expert_load}, `logical_load` layer {layer} index {expert})"
+            )));
+        }
+    }
+    Ok(covisit.values)
 }
 
 fn check_shape(
@@ -231,6 +300,41 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn covisit_is_checked_against_topology_and_load() {
+        let base = r#""worker": "node0-gpu1", "seq": 3, "logical_load": [[1,2,3,4],[0,0,0,5]]"#;
+        let ok = r#"[[[1,0],[2,1],[0,3],[4,4]],[[0,0],[0,0],[0,0],[5,5]]]"#;
+        let w = parse(&format!(r#"{{{base}, "covisit": {ok}}}"#)).unwrap();
+        let covisit = w.covisit.unwrap();
+        assert_eq!(covisit.len(), 2 * 4 * 2);
+        assert_eq!(covisit[2..4], [2.0, 1.0]);
+        let cases = [
+            (r#"[[[1,0],[2,1],[0,3],[4,4]]]"#, "has 1 layers, topology has 2"),
+            (r#"[[[1],[2],[0],[4]],[[0],[0],[0],[5]]]"#, "has 1 groups per expert"),
+            (
+                r#"[[[1,0],[2,3],[0,3],[4,4]],[[0,0],[0,0],[0,0],[5,5]]]"#,
+                "`covisit` layer 0 index 1: group 1: 3 tokens, more than the expert's load in this window (2",
+            ),
+            (
+                r#"[[[1,0],[2,1],[0,3],[4,4]],[[0,0],[0,-1],[0,0],[5,5]]]"#,
+                "`covisit` layer 1 index 1: group 1: -1 is not a count",
+            ),
+        ];
+        for (covisit, needle) in cases {
+            let err = parse(&format!(r#"{{{base}, "covisit": {covisit}}}"#))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{covisit}: {err}");
+        }
+        let err = parse(
+            r#"{"worker": "node0-gpu0", "seq": 0, "plan_version": 2,
+            "slot_load": [[1,2,3],[4,5,6]], "covisit": [[[0,0],[0,0],[0,0],[0,0]],[[0,0],[0,0],[0,0],[0,0]]]}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("only allowed with `logical_load`"), "{err}");
     }
 
     #[test]

@@ -247,6 +247,7 @@ mod tests {
             start: None,
             end: None,
             load: vec![vec![i as f64]],
+            covisit: None,
         }
     }
 

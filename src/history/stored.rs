@@ -10,12 +10,14 @@ use ballast_solver::Topology;
 
 use super::HistoryError;
 use crate::domain::ClusterName;
-use crate::store::telemetry::LoadWindow;
+use crate::store::telemetry::{LoadWindow, WindowShape};
 use crate::store::{redacted, Store, StoreError, StoreResult};
 use crate::time::{now_ms, rfc3339, Span, WindowGrid};
 
 /// Windows per page: a DeepSeek-sized window (58 × 256 values) is about
-/// 120 KB, so a page stays under 8 MB however long the history is.
+/// 120 KB, so a page stays under 8 MB however long the history is. With
+/// co-visit counts (`K` more values per expert) a page holds `1 + K` times
+/// fewer windows ([`StoredTrace::page_windows`]).
 pub const PAGE_WINDOWS: usize = 64;
 
 /// The closed windows of one cluster lineage that start in a span, still
@@ -24,8 +26,7 @@ pub struct StoredTrace {
     store: Arc<Store>,
     cluster: ClusterName,
     lineage: i64,
-    layers: usize,
-    experts: usize,
+    shape: WindowShape,
     grid: WindowGrid,
     /// The buckets not read yet.
     rest: Range<i64>,
@@ -51,8 +52,7 @@ impl StoredTrace {
             store,
             cluster,
             lineage,
-            layers: topology.num_layers(),
-            experts: topology.num_logical_experts(),
+            shape: WindowShape::of(topology),
             grid,
             rest: wanted.start..end,
         }
@@ -70,13 +70,27 @@ impl StoredTrace {
                 &self.cluster,
                 self.lineage,
                 self.rest.clone(),
-                PAGE_WINDOWS,
-                self.layers,
-                self.layers * self.experts,
+                self.page_windows(),
+                self.shape,
             )
             .await?;
         self.rest.start = page.last().map_or(self.rest.end, |w| w.bucket + 1);
         page.iter().map(|w| self.trace_window(w)).collect()
+    }
+
+    /// Windows per page: fewer when windows may carry co-visit counts, so
+    /// a page stays about as large.
+    fn page_windows(&self) -> usize {
+        (PAGE_WINDOWS / (1 + self.shape.groups)).max(1)
+    }
+
+    /// Flat `L x E x K` counts as `[L][E][K]` rows.
+    fn covisit_rows(&self, covisit: &[f64]) -> Vec<Vec<Vec<f64>>> {
+        let (experts, groups) = (self.shape.experts.max(1), self.shape.groups.max(1));
+        covisit
+            .chunks_exact(experts * groups)
+            .map(|layer| layer.chunks_exact(groups).map(<[f64]>::to_vec).collect())
+            .collect()
     }
 
     /// A stored window as a trace line: its bucket number is its index (so
@@ -92,9 +106,10 @@ impl StoredTrace {
             end: Some(rfc3339(self.grid.end_ms(window.bucket))),
             load: window
                 .load
-                .chunks_exact(self.experts.max(1))
+                .chunks_exact(self.shape.experts.max(1))
                 .map(<[f64]>::to_vec)
                 .collect(),
+            covisit: window.covisit.as_ref().map(|c| self.covisit_rows(c)),
         })
     }
 }

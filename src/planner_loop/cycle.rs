@@ -23,7 +23,7 @@ use crate::plan_cache::{ClusterEntry, ClusterInfo, PublishedPlan};
 use crate::state::AppState;
 use crate::store::decisions::DecisionRow;
 use crate::store::plans::{NewPlan, PublishOutcome};
-use crate::store::telemetry::LoadWindow;
+use crate::store::telemetry::{LoadWindow, WindowShape};
 use crate::store::StoreError;
 use crate::time::{now_ms, rfc3339};
 
@@ -167,8 +167,7 @@ async fn gather(
         info.lineage,
         closed_before,
         config.planning.windows_needed(),
-        topology.num_layers(),
-        topology.num_layers() * topology.num_logical_experts(),
+        WindowShape::of(topology),
     );
     let stored = state.metrics.time_store("load_windows", stored).await?;
     let windows = stored
@@ -532,10 +531,20 @@ fn to_matrix(window: &LoadWindow, topology: &Topology) -> Result<LoadMatrix, Sto
         .chunks_exact(topology.num_logical_experts())
         .map(<[f64]>::to_vec)
         .collect();
-    LoadMatrix::new(rows, topology).map_err(|e| StoreError::Corrupt {
+    let corrupt = |e: ballast_solver::ParseError| StoreError::Corrupt {
         what: "load window",
         detail: e.to_string(),
-    })
+    };
+    let load = LoadMatrix::new(rows, topology).map_err(corrupt)?;
+    let Some(covisit) = &window.covisit else {
+        return Ok(load);
+    };
+    let (experts, groups) = (topology.num_logical_experts(), topology.num_groups().max(1));
+    let rows = covisit
+        .chunks_exact(experts * groups)
+        .map(|layer| layer.chunks_exact(groups).map(<[f64]>::to_vec).collect())
+        .collect();
+    load.with_covisit(rows, topology).map_err(corrupt)
 }
 
 /// Exports the current plan's imbalance on the latest closed window.

@@ -131,6 +131,7 @@ impl Store {
                 for table in [
                     "DELETE FROM workers WHERE cluster = $1",
                     "DELETE FROM load_window_layers WHERE cluster = $1",
+                    "DELETE FROM load_window_covisit WHERE cluster = $1",
                     "DELETE FROM telemetry_receipts WHERE cluster = $1",
                 ] {
                     sqlx::query(table)
@@ -181,6 +182,7 @@ impl Store {
             "DELETE FROM workers WHERE cluster = $1",
             "DELETE FROM telemetry_receipts WHERE cluster = $1",
             "DELETE FROM load_window_layers WHERE cluster = $1",
+            "DELETE FROM load_window_covisit WHERE cluster = $1",
             "DELETE FROM plans WHERE cluster = $1",
             "DELETE FROM acks WHERE cluster = $1",
             "DELETE FROM planner_decisions WHERE cluster = $1",

@@ -60,6 +60,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "receipts_per_lineage",
         include_str!("../../migrations/0005_receipts_per_lineage.sql"),
     ),
+    (
+        6,
+        "load_window_covisit",
+        include_str!("../../migrations/0006_load_window_covisit.sql"),
+    ),
 ];
 
 /// Which database the URL selected.
@@ -274,9 +279,12 @@ impl Store {
             // Every ingest batch rewrites one row per layer of its window:
             // room on each page lets the new version land beside the old
             // one (a HOT update), which needs no index change or vacuum.
-            sqlx::query("ALTER TABLE load_window_layers SET (fillfactor = 50)")
-                .execute(&self.pool)
-                .await?;
+            for statement in [
+                "ALTER TABLE load_window_layers SET (fillfactor = 50)",
+                "ALTER TABLE load_window_covisit SET (fillfactor = 50)",
+            ] {
+                sqlx::query(statement).execute(&self.pool).await?;
+            }
         }
         Ok(())
     }

@@ -22,6 +22,8 @@ use std::ops::{Range, RangeInclusive};
 use sqlx::Row;
 
 use super::{to_usize, Store, StoreError, StoreResult, WriteTx};
+use ballast_solver::Topology;
+
 use crate::domain::{load_codec, ClusterName, WorkerName};
 use crate::time::WindowGrid;
 
@@ -59,6 +61,40 @@ pub struct StagedWindow {
     pub values: usize,
     /// `L` of that lineage's topology.
     pub layers: usize,
+    /// Co-visit counts, `L x E x K` row-major ([`load_codec`] form: about
+    /// `K` times the load's bytes), when the window carried them.
+    pub covisit: Option<Vec<u8>>,
+    /// `K` of that lineage's topology.
+    pub groups: usize,
+}
+
+/// The shape of a lineage's load windows: `L x E` load, `L x E x K`
+/// co-visit counts (`groups` 0: read the load alone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowShape {
+    pub layers: usize,
+    pub experts: usize,
+    pub groups: usize,
+}
+
+impl WindowShape {
+    pub fn of(topology: &Topology) -> Self {
+        WindowShape {
+            layers: topology.num_layers(),
+            experts: topology.num_logical_experts(),
+            groups: topology.num_groups(),
+        }
+    }
+
+    /// The same windows without their co-visit counts (`K` times the
+    /// load's size), for readers that need the load alone.
+    pub fn load_only(self) -> Self {
+        WindowShape { groups: 0, ..self }
+    }
+
+    fn load_len(self) -> usize {
+        self.layers * self.experts
+    }
 }
 
 /// One aggregated cluster window.
@@ -69,6 +105,9 @@ pub struct LoadWindow {
     pub windows: usize,
     /// `L x E`, row-major.
     pub load: Vec<f64>,
+    /// `L x E x K` co-visit counts, row-major, when every worker window
+    /// summed into it carried them.
+    pub covisit: Option<Vec<f64>>,
 }
 
 impl Store {
@@ -115,9 +154,18 @@ impl Store {
                         windows: 0,
                         layers: w.layers,
                         load: vec![0.0; w.values],
+                        covisit_windows: 0,
+                        covisit: None,
                     });
                 load_codec::add_into(&w.load, &mut entry.load)?;
                 entry.windows += 1;
+                if let Some(counts) = &w.covisit {
+                    let sum = entry
+                        .covisit
+                        .get_or_insert_with(|| vec![0.0; w.values * w.groups]);
+                    load_codec::add_into(counts, sum)?;
+                    entry.covisit_windows += 1;
+                }
             }
             outcomes.push(outcome);
         }
@@ -134,15 +182,14 @@ impl Store {
     }
 
     /// The newest `limit` load windows of a lineage with `bucket < before`,
-    /// oldest first, each `layers` rows of `len / layers` values.
+    /// oldest first, shaped `shape`.
     pub async fn load_windows(
         &self,
         cluster: &ClusterName,
         lineage: i64,
         before: i64,
         limit: usize,
-        layers: usize,
-        len: usize,
+        shape: WindowShape,
     ) -> StoreResult<Vec<LoadWindow>> {
         let buckets: Vec<i64> = sqlx::query_scalar(
             "SELECT DISTINCT bucket FROM load_window_layers
@@ -157,7 +204,7 @@ impl Store {
         .await?;
         match (buckets.last(), buckets.first()) {
             (Some(&oldest), Some(&newest)) => {
-                self.load_window_rows(cluster, lineage, oldest..=newest, layers, len)
+                self.load_window_rows(cluster, lineage, oldest..=newest, shape)
                     .await
             }
             _ => Ok(Vec::new()),
@@ -173,8 +220,7 @@ impl Store {
         lineage: i64,
         buckets: Range<i64>,
         limit: usize,
-        layers: usize,
-        len: usize,
+        shape: WindowShape,
     ) -> StoreResult<Vec<LoadWindow>> {
         let page: Vec<i64> = sqlx::query_scalar(
             "SELECT DISTINCT bucket FROM load_window_layers
@@ -190,7 +236,7 @@ impl Store {
         .await?;
         match (page.first(), page.last()) {
             (Some(&oldest), Some(&newest)) => {
-                self.load_window_rows(cluster, lineage, oldest..=newest, layers, len)
+                self.load_window_rows(cluster, lineage, oldest..=newest, shape)
                     .await
             }
             _ => Ok(Vec::new()),
@@ -204,9 +250,9 @@ impl Store {
         cluster: &ClusterName,
         lineage: i64,
         buckets: RangeInclusive<i64>,
-        layers: usize,
-        len: usize,
+        shape: WindowShape,
     ) -> StoreResult<Vec<LoadWindow>> {
+        let (layers, len) = (shape.layers, shape.load_len());
         let rows = sqlx::query(
             "SELECT bucket, layer, windows, load FROM load_window_layers
              WHERE cluster = $1 AND lineage = $2 AND bucket >= $3 AND bucket <= $4
@@ -227,6 +273,7 @@ impl Store {
                     bucket,
                     windows: to_usize("window count", row.try_get("windows")?)?,
                     load: vec![0.0; len],
+                    covisit: None,
                 });
             }
             let layer = to_usize("layer", row.try_get("layer")?)?;
@@ -241,7 +288,88 @@ impl Store {
             };
             load_codec::add_into(&blob, values)?;
         }
+        self.attach_covisit(cluster, lineage, buckets, shape, &mut out)
+            .await?;
         Ok(out)
+    }
+
+    /// Reads the co-visit rows of `buckets` into `windows` (sorted by
+    /// bucket): a window gets counts only when all `L x K` rows are there
+    /// and each sums as many worker windows as its load.
+    async fn attach_covisit(
+        &self,
+        cluster: &ClusterName,
+        lineage: i64,
+        buckets: RangeInclusive<i64>,
+        shape: WindowShape,
+        windows: &mut [LoadWindow],
+    ) -> StoreResult<()> {
+        if shape.groups == 0 {
+            return Ok(());
+        }
+        let rows = sqlx::query(
+            "SELECT bucket, layer, grp, windows, counts FROM load_window_covisit
+             WHERE cluster = $1 AND lineage = $2 AND bucket >= $3 AND bucket <= $4
+             ORDER BY bucket, layer, grp",
+        )
+        .bind(cluster.as_str())
+        .bind(lineage)
+        .bind(*buckets.start())
+        .bind(*buckets.end())
+        .fetch_all(self.pool())
+        .await?;
+        let WindowShape {
+            layers,
+            experts,
+            groups,
+        } = shape;
+        let mut row_values = vec![0.0; experts];
+        // (window index, rows read, complete so far)
+        let mut current: Option<(usize, usize, bool)> = None;
+        let finish = |windows: &mut [LoadWindow], current: Option<(usize, usize, bool)>| {
+            if let Some((i, rows, complete)) = current {
+                if !(complete && rows == layers * groups) {
+                    windows[i].covisit = None;
+                }
+            }
+        };
+        for row in &rows {
+            let bucket: i64 = row.try_get("bucket")?;
+            let Ok(i) = windows.binary_search_by_key(&bucket, |w| w.bucket) else {
+                // Counts of a bucket without load: nothing to attach them to.
+                continue;
+            };
+            if current.is_none_or(|(at, _, _)| at != i) {
+                finish(windows, current);
+                windows[i].covisit = Some(vec![0.0; shape.load_len() * groups]);
+                current = Some((i, 0, true));
+            }
+            let layer = to_usize("layer", row.try_get("layer")?)?;
+            let group = to_usize("group", row.try_get("grp")?)?;
+            let counted = to_usize("window count", row.try_get("windows")?)?;
+            if layer >= layers || group >= groups {
+                return Err(StoreError::Corrupt {
+                    what: "co-visit counts",
+                    detail: format!(
+                        "row (layer {layer}, group {group}) is outside {layers} layers x {groups} groups"
+                    ),
+                });
+            }
+            let blob: Vec<u8> = row.try_get("counts")?;
+            row_values.iter_mut().for_each(|v| *v = 0.0);
+            load_codec::add_into(&blob, &mut row_values)?;
+            if let Some((i, rows, complete)) = current.as_mut() {
+                *rows += 1;
+                *complete &= counted == windows[*i].windows;
+                if let Some(cube) = windows[*i].covisit.as_mut() {
+                    for (expert, &v) in row_values.iter().enumerate() {
+                        cube[(layer * experts + expert) * groups + group] = v;
+                    }
+                }
+            }
+        }
+        finish(windows, current);
+        Ok(())
     }
 
     /// Records the grid this service cuts load windows on (at start), and
@@ -289,6 +417,13 @@ impl Store {
             .execute(&mut *tx.tx)
             .await?
             .rows_affected();
+        let covisit =
+            sqlx::query("DELETE FROM load_window_covisit WHERE cluster = $1 AND bucket < $2")
+                .bind(cluster.as_str())
+                .bind(windows_before_bucket)
+                .execute(&mut *tx.tx)
+                .await?
+                .rows_affected();
         let b = sqlx::query(
             "DELETE FROM telemetry_receipts WHERE cluster = $1 AND received_at_ms < $2",
         )
@@ -298,7 +433,7 @@ impl Store {
         .await?
         .rows_affected();
         tx.commit().await?;
-        Ok(a + b)
+        Ok(a + covisit + b)
     }
 }
 
@@ -378,6 +513,10 @@ struct BatchSum {
     layers: usize,
     /// `L x E`.
     load: Vec<f64>,
+    /// Windows that carried co-visit counts.
+    covisit_windows: usize,
+    /// `L x E x K`, the sum of their counts.
+    covisit: Option<Vec<f64>>,
 }
 
 /// Which cluster load window.
@@ -437,13 +576,88 @@ async fn add_to_load_window(
         .execute(&mut *tx.tx)
         .await?;
     }
+    if let Some(covisit) = &batch.covisit {
+        add_covisit(
+            tx,
+            window,
+            layers,
+            width,
+            batch.covisit_windows,
+            covisit,
+            now_ms,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Adds a batch's co-visit sum (`L x E x K`, from `windows` worker windows)
+/// into a cluster load window's co-visit rows, one per (layer, group).
+async fn add_covisit(
+    tx: &mut WriteTx<'_>,
+    window: &WindowKey<'_>,
+    layers: usize,
+    experts: usize,
+    windows: usize,
+    covisit: &[f64],
+    now_ms: i64,
+) -> StoreResult<()> {
+    let groups = covisit.len() / (layers * experts).max(1);
+    // Transposed to (layer, group) rows of E values.
+    let mut rows = vec![0.0; covisit.len()];
+    for (i, &v) in covisit.iter().enumerate() {
+        let (row, group) = (i / groups, i % groups);
+        let (layer, expert) = (row / experts, row % experts);
+        rows[(layer * groups + group) * experts + expert] = v;
+    }
+    let existing = sqlx::query(
+        "SELECT layer, grp, windows, counts FROM load_window_covisit
+         WHERE cluster = $1 AND lineage = $2 AND bucket = $3",
+    )
+    .bind(window.cluster)
+    .bind(window.lineage)
+    .bind(window.bucket)
+    .fetch_all(&mut *tx.tx)
+    .await?;
+    let mut before = 0;
+    for row in &existing {
+        let layer = to_usize("layer", row.try_get("layer")?)?;
+        let group = to_usize("group", row.try_get("grp")?)?;
+        let blob: Vec<u8> = row.try_get("counts")?;
+        let at = (layer * groups + group) * experts;
+        let Some(values) = rows.get_mut(at..at + experts).filter(|_| group < groups) else {
+            return Err(StoreError::Corrupt {
+                what: "co-visit counts",
+                detail: format!("row (layer {layer}, group {group}) is outside {layers} layers x {groups} groups"),
+            });
+        };
+        load_codec::add_into(&blob, values)?;
+        before = to_usize("window count", row.try_get("windows")?)?;
+    }
+    for (i, values) in rows.chunks(experts.max(1)).enumerate() {
+        sqlx::query(
+            "INSERT INTO load_window_covisit (cluster, lineage, bucket, layer, grp, windows, counts, updated_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (cluster, lineage, bucket, layer, grp)
+             DO UPDATE SET windows = excluded.windows, counts = excluded.counts, updated_at_ms = excluded.updated_at_ms",
+        )
+        .bind(window.cluster)
+        .bind(window.lineage)
+        .bind(window.bucket)
+        .bind((i / groups.max(1)) as i64)
+        .bind((i % groups.max(1)) as i64)
+        .bind((before + windows) as i64)
+        .bind(load_codec::encode(values))
+        .bind(now_ms)
+        .execute(&mut *tx.tx)
+        .await?;
+    }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ballast_solver::Topology;
 
     fn topology(slots: usize) -> Topology {
         Topology::from_json(&format!(
@@ -463,6 +677,8 @@ mod tests {
             load: load_codec::encode(&[1.0; 8]),
             values: 8,
             layers: 2,
+            covisit: None,
+            groups: 2,
         }
     }
 

@@ -359,12 +359,13 @@ both!(
             assert_eq!(r.status(), status, "{code}");
             assert_eq!(r.json::<Value>().await.unwrap()["code"], code);
         }
-        // A body larger than any window of this topology (26 x 64 values,
-        // about 96 KB): refused unread. (Small enough for the client to finish
-        // sending before the refusal, which a real client need not.)
+        // A body larger than any window of this topology (26 x 64 values
+        // and 26 x 64 x 8 co-visit counts, about 720 KB): refused unread.
+        // (Small enough for the client to finish sending before the
+        // refusal, which a real client need not.)
         let huge = format!(
             "{{\"worker\": \"node0-gpu0\", \"seq\": 1, \"logical_load\": [[{}0]]}}",
-            "0,".repeat(150_000)
+            "0,".repeat(400_000)
         );
         let r = app
             .client

@@ -7,6 +7,7 @@ mod helpers;
 mod auth;
 mod clusters;
 mod contract;
+mod covisit;
 mod crash;
 mod faults_gpu;
 mod faults_http;

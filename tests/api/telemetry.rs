@@ -146,6 +146,7 @@ both!(binary_encoding_matches_json, |db| async move {
             cols: 64,
             values,
         },
+        covisit: None,
     };
     let r = app
         .client

@@ -233,7 +233,7 @@ impl Source {
                         .map_err(|e| CliError::without_file(Problem::History(e)))
                         .and_then(|w| {
                             let index = w.window;
-                            LoadMatrix::new(w.load, topology)
+                            trace_load(w, topology)
                                 .map(|load| (index, load))
                                 .map_err(|e| {
                                     CliError::without_file(Problem::Trace {
@@ -262,9 +262,18 @@ fn trace_window(
         )
     })?;
     let index = window.window;
-    LoadMatrix::new(window.load, topology)
+    trace_load(window, topology)
         .map(|load| (index, load))
         .map_err(|e: ParseError| (Some(index), e.to_string()))
+}
+
+/// A trace window's load, with its co-visit counts when it carries them.
+fn trace_load(window: TraceWindow, topology: &Topology) -> Result<LoadMatrix, ParseError> {
+    let load = LoadMatrix::new(window.load, topology)?;
+    match window.covisit {
+        Some(covisit) => load.with_covisit(covisit, topology),
+        None => Ok(load),
+    }
 }
 
 /// The load files of a directory (`.json` and `.csv`), by name.
@@ -299,4 +308,39 @@ fn span(args: &ReplayArgs) -> Result<Span, CliError> {
 
 fn flag(name: &str, problem: impl ToString) -> CliError {
     CliError::without_file(Problem::Flag(format!("{name}: {}", problem.to_string())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topology() -> Topology {
+        Topology::from_json(
+            r#"{"num_layers": 1, "num_logical_experts": 2, "num_groups": 2,
+                "num_nodes": 2, "gpus_per_node": 1, "slots_per_gpu": 2}"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn trace_lines_carry_covisit_when_present() {
+        let t = topology();
+        let (index, load) = trace_window(
+            &t,
+            r#"{"window": 4, "load": [[3, 2]], "covisit": [[[3, 1], [0, 2]]]}"#,
+        )
+        .unwrap();
+        assert_eq!(index, 4);
+        assert_eq!(load.covisit_values(), Some(&[3.0, 1.0, 0.0, 2.0][..]));
+        let (_, bare) = trace_window(&t, r#"{"window": 5, "load": [[3, 2]]}"#).unwrap();
+        assert!(!bare.has_covisit());
+        // A count above its expert's load is refused, naming the window.
+        let (window, why) = trace_window(
+            &t,
+            r#"{"window": 6, "load": [[3, 2]], "covisit": [[[3, 1], [0, 5]]]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(window, Some(6));
+        assert!(why.contains("covisit"), "{why}");
+    }
 }
