@@ -351,7 +351,10 @@ fn covisit_plans_are_scoped_bounded_and_scored_under_the_rule() {
         "--json",
     ]);
     assert!((scored["model_imbalance"].as_f64().unwrap() - stats_imbalance).abs() < 1e-6);
-    assert_eq!(scored["node_local"], true, "co-visit replicas add no traffic");
+    assert_eq!(
+        scored["node_local"], true,
+        "co-visit replicas add no traffic"
+    );
     assert_eq!(scored["covisit"]["rule_applied"], true);
     let served = scored["covisit"]["served_fraction"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&served));

@@ -88,7 +88,13 @@ fn write_trace(args: &[String]) {
     let mut popularity = support::popularity(&topology, 0.8, 0.5, &mut rng);
     let mut lines = String::new();
     for window in 0..number(windows) as usize {
-        let load = support::route(&topology, &popularity, number(tokens) as usize, (4, 8), &mut rng);
+        let load = support::route(
+            &topology,
+            &popularity,
+            number(tokens) as usize,
+            (4, 8),
+            &mut rng,
+        );
         let mut doc = load.to_json_value();
         doc["window"] = window.into();
         lines.push_str(&doc.to_string());

@@ -926,7 +926,6 @@ async fn agents_report_covisit_and_measure_transfers() {
 /// drawn from the same popularity, so per-token means compare (the
 /// token-by-token comparison is `covisit_dispatch_never_adds_cross_node_transfers`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the service side of issue 16 (branch issue16-service: covisit aggregation, --policy optimal-covisit); remove once merged"]
 async fn covisit_plans_from_the_service_never_add_transfers() {
     let local = covisit_run("covisit-local", &[]).await;
     let covisit = covisit_run("covisit", &["--policy", "optimal-covisit"]).await;
