@@ -19,10 +19,12 @@
 //!    shares of the placement under the caps (`replica_share`), and the
 //!    scope of every slot (`replica_scope`).
 //!
-//! Migration-aware: with a previous plan each layer keeps the previous
-//! placement (re-routed), or re-plans on the split in force with its GPUs
-//! matched to the previous ones, or on the best split, whichever moves
-//! fewest experts within the balance tolerance of the best.
+//! Migration-aware: with a previous plan each layer has candidates — the
+//! previous placement re-routed, a repair that re-decides only the spare
+//! slots, a re-plan on the split in force and one on the best split (GPUs
+//! matched to the previous ones) — and one candidate per layer is chosen for
+//! the whole model: fewest migrations while the sum of the layers' largest
+//! GPU loads stays within the balance tolerance of the best candidates'.
 
 use std::time::Instant;
 
@@ -75,7 +77,6 @@ pub(super) fn solve(
     let context = Context {
         topology,
         splits: &splits,
-        tolerance: options.balance_tolerance,
     };
     let layers: Vec<LayerOutcome> = (0..topology.num_layers())
         .into_par_iter()
@@ -89,23 +90,25 @@ pub(super) fn solve(
             outcome
         })
         .collect();
+    let chosen = choose(&layers, options.balance_tolerance);
     let mut phy2log = Vec::with_capacity(layers.len());
     let mut shares = Vec::with_capacity(layers.len());
     let mut scope = Vec::with_capacity(layers.len());
     let mut facts = Vec::with_capacity(layers.len());
     let (mut stale_loads, mut fresh_loads) = (Vec::new(), Vec::new());
-    for layer in layers {
+    for (mut layer, pick) in layers.into_iter().zip(chosen) {
+        let candidate = layer.candidates.swap_remove(pick).1;
         facts.push(LayerFacts {
             bound_load: layer.bound_load,
-            objective_load: Some(layer.routing.max_load),
+            objective_load: Some(candidate.routing.max_load),
             status: None,
             ms: layer.ms,
         });
         stale_loads.push(layer.kept_load.unwrap_or(f64::INFINITY));
         fresh_loads.push(layer.fresh_load);
-        phy2log.push(layer.phy2log);
-        shares.push(layer.routing.shares);
-        scope.push(layer.routing.scope);
+        phy2log.push(candidate.phy2log);
+        shares.push(candidate.routing.shares);
+        scope.push(candidate.routing.scope);
     }
     let internal = |e: crate::ParseError| PlanError::Internal(e.to_string());
     let plan = Plan::new(phy2log, Some(shares), topology)
@@ -138,7 +141,6 @@ pub(super) fn solve(
 struct Context<'a> {
     topology: &'a Topology,
     splits: &'a CovisitSplits,
-    tolerance: f64,
 }
 
 /// Per-thread buffers.
@@ -149,10 +151,10 @@ struct Buffers {
     replication: Replication,
 }
 
-/// One planned layer.
+/// One planned layer: its candidates with their migrations (one, with no
+/// migrations, for a fresh plan).
 struct LayerOutcome {
-    phy2log: Vec<u32>,
-    routing: LayerRouting,
+    candidates: Vec<(usize, Candidate)>,
     bound_load: f64,
     /// The previous placement re-routed on this load (re-plans only).
     kept_load: Option<f64>,
@@ -221,8 +223,7 @@ impl Context<'_> {
         let Some(previous) = previous else {
             return LayerOutcome {
                 fresh_load: best.routing.max_load,
-                phy2log: best.phy2log,
-                routing: best.routing,
+                candidates: vec![(0, best)],
                 bound_load,
                 kept_load: None,
                 ms: 0.0,
@@ -261,6 +262,8 @@ impl Context<'_> {
                         routing,
                     },
                 ));
+                let repaired = self.repair(row, covisit, split, previous.row, buffers);
+                candidates.push((row_migrations(&repaired.phy2log, previous.row, s), repaired));
             }
             if split != best_split {
                 let mut same = self.plan_with_split(row, covisit, split, buffers);
@@ -275,19 +278,8 @@ impl Context<'_> {
             .map(|(_, c)| c.routing.max_load)
             .fold(best.routing.max_load, f64::min);
         candidates.push((row_migrations(&best.phy2log, previous.row, s), best));
-        // The least-loaded candidate is always within the tolerance.
-        let limit = fresh_load * (1.0 + self.tolerance);
-        candidates.sort_by(|a, b| {
-            let over = |c: &Candidate| c.routing.max_load > limit;
-            over(&a.1)
-                .cmp(&over(&b.1))
-                .then(a.0.cmp(&b.0))
-                .then(a.1.routing.max_load.total_cmp(&b.1.routing.max_load))
-        });
-        let chosen = candidates.swap_remove(0).1;
         LayerOutcome {
-            phy2log: chosen.phy2log,
-            routing: chosen.routing,
+            candidates,
             bound_load,
             kept_load,
             fresh_load,
@@ -394,6 +386,113 @@ impl Context<'_> {
             phy2log,
             packed_load: worst,
             routing: LayerRouting::default(),
+        }
+    }
+
+    /// Keeps every home expert's first replica where it is and re-decides
+    /// only the other slots (a node's spare slots): co-visit replicas for
+    /// this load's hottest-first flows, duplicates of the heaviest home
+    /// experts with the rest. A slot whose expert is still wanted keeps it;
+    /// the others take the heaviest items on the least loaded GPUs. Moves at
+    /// most the spare slots, however far the load drifted.
+    fn repair(
+        &self,
+        row: &[f64],
+        covisit: &[f64],
+        node_of_group: &[u32],
+        previous: &[u32],
+        buffers: &mut Buffers,
+    ) -> Candidate {
+        let t = self.topology;
+        let (n, s, slots_per_node) = (t.num_nodes(), t.slots_per_gpu(), t.slots_per_node());
+        let caps = SplitCaps::new(t, node_of_group, row, covisit);
+        let node_speed = &self.splits.node_speed;
+        let optimum = caps.node_optimum(row, node_speed);
+        let spare = slots_per_node.saturating_sub(t.num_logical_experts() / n);
+        let flows = hottest_first(&caps, row, node_speed, optimum, spare);
+        let sent = |e: usize| (0..n).map(|m| flows[e * n + m]).sum::<f64>();
+        let mut out = previous.to_vec();
+        for node in 0..n {
+            let range = node * slots_per_node..(node + 1) * slots_per_node;
+            let mut primary = vec![false; row.len()];
+            let mut free = Vec::new();
+            for slot in range.clone() {
+                let e = previous[slot] as usize;
+                if caps.home[e] as usize == node && !primary[e] {
+                    primary[e] = true;
+                } else {
+                    free.push(slot);
+                }
+            }
+            // What the free slots should hold: co-visit replicas by flow,
+            // then duplicates by water-filling the home experts' loads.
+            let mut remote: Vec<(f64, usize)> = (0..row.len())
+                .filter(|&e| flows[e * n + node] > 0.0)
+                .map(|e| (flows[e * n + node], e))
+                .collect();
+            remote.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            remote.truncate(free.len());
+            let homes: Vec<usize> = (0..row.len()).filter(|&e| primary[e]).collect();
+            let mut count = vec![1u32; row.len()];
+            let mut wanted: Vec<u32> = remote.iter().map(|&(_, e)| e as u32).collect();
+            for _ in wanted.len()..free.len() {
+                let Some(&e) = homes.iter().max_by(|&&a, &&b| {
+                    let per = |e: usize| (row[e] - sent(e)).max(0.0) / f64::from(count[e]);
+                    per(a).total_cmp(&per(b)).then(b.cmp(&a))
+                }) else {
+                    break;
+                };
+                count[e] += 1;
+                wanted.push(e as u32);
+            }
+            let load_of = |e: usize| {
+                if caps.home[e] as usize == node {
+                    (row[e] - sent(e)).max(0.0) / f64::from(count[e])
+                } else {
+                    flows[e * n + node]
+                }
+            };
+            // Free slots whose expert is still wanted keep it.
+            let mut open = Vec::new();
+            for &slot in &free {
+                match wanted.iter().position(|&e| e == previous[slot]) {
+                    Some(i) => {
+                        wanted.swap_remove(i);
+                    }
+                    None => open.push(slot),
+                }
+            }
+            let mut gpu_load = vec![0.0; t.gpus_per_node()];
+            for slot in range.clone().filter(|slot| !open.contains(slot)) {
+                gpu_load[(slot - range.start) / s] += load_of(out[slot] as usize);
+            }
+            wanted.sort_unstable_by(|&a, &b| load_of(b as usize).total_cmp(&load_of(a as usize)));
+            for e in wanted {
+                // The least loaded GPU with an open slot, preferring one
+                // that does not hold the expert yet.
+                let Some(&slot) = open.iter().min_by(|&&a, &&b| {
+                    let key = |slot: usize| {
+                        let gpu = (slot - range.start) / s;
+                        let holds =
+                            out[gpu * s + range.start..(gpu + 1) * s + range.start].contains(&e);
+                        (holds, gpu_load[gpu])
+                    };
+                    let (ha, la) = key(a);
+                    let (hb, lb) = key(b);
+                    ha.cmp(&hb).then(la.total_cmp(&lb))
+                }) else {
+                    break;
+                };
+                out[slot] = e;
+                gpu_load[(slot - range.start) / s] += load_of(e as usize);
+                open.retain(|&o| o != slot);
+            }
+        }
+        let routing = route_layer(t, row, &caps, &out, f64::INFINITY, &mut buffers.network);
+        Candidate {
+            phy2log: out,
+            packed_load: routing.max_load,
+            routing,
         }
     }
 
@@ -519,6 +618,45 @@ fn node_flows(
         flows[e * n + m] = network.flow(edge);
     }
     flows
+}
+
+/// One candidate per layer for the whole model: fewest migrations while
+/// the sum of the layers' largest GPU loads (the model imbalance's
+/// numerator) stays within `tolerance` of the best candidates' sum, as the
+/// optimal policy's re-plan chooses. Greedy on migrations per unit of load
+/// saved, starting from each layer's fewest migrations.
+fn choose(layers: &[LayerOutcome], tolerance: f64) -> Vec<usize> {
+    let load = |l: usize, c: usize| layers[l].candidates[c].1.routing.max_load;
+    let moves = |l: usize, c: usize| layers[l].candidates[c].0;
+    let best: f64 = layers.iter().map(|l| l.fresh_load).sum();
+    let budget = best * (1.0 + tolerance);
+    let mut pick: Vec<usize> = (0..layers.len())
+        .map(|l| {
+            (0..layers[l].candidates.len())
+                .min_by(|&a, &b| {
+                    moves(l, a)
+                        .cmp(&moves(l, b))
+                        .then(load(l, a).total_cmp(&load(l, b)))
+                })
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut total: f64 = (0..layers.len()).map(|l| load(l, pick[l])).sum();
+    while total > budget {
+        let step = (0..layers.len())
+            .flat_map(|l| (0..layers[l].candidates.len()).map(move |c| (l, c)))
+            .filter(|&(l, c)| load(l, c) < load(l, pick[l]))
+            .map(|(l, c)| {
+                let saved = load(l, pick[l]) - load(l, c);
+                let extra = moves(l, c) as f64 - moves(l, pick[l]) as f64;
+                (extra.max(0.0) / saved, l, c)
+            })
+            .min_by(|a, b| a.0.total_cmp(&b.0));
+        let Some((_, l, c)) = step else { break };
+        total += load(l, c) - load(l, pick[l]);
+        pick[l] = c;
+    }
+    pick
 }
 
 /// The node-level optimum's flows, keeping per node only the `budget`
