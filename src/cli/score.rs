@@ -163,6 +163,7 @@ mod tests {
             node_local: true,
             routing: Routing::Even,
             migrations: Some(4),
+            covisit: None,
         };
         let value = serde_json::to_value(&report).unwrap();
         assert!((value["model_imbalance"].as_f64().unwrap() - 1.1).abs() < 1e-12);
@@ -185,6 +186,7 @@ mod tests {
             node_local: false,
             routing: Routing::Optimal,
             migrations: None,
+            covisit: None,
         };
         assert!(serde_json::to_value(&report)
             .unwrap()
