@@ -113,13 +113,16 @@ pub async fn delete(
             format!("cluster {name} does not exist"),
         ));
     }
-    if let Some(entry) = state.plan_cache.entry(&name) {
+    // Out of the cache first: a planner cycle still running for the cluster
+    // then sees it gone and leaves its gauges alone.
+    let entry = state.plan_cache.entry(&name);
+    state.plan_cache.remove(&name);
+    if let Some(entry) = entry {
         let topology = &entry.info().topology;
         state
             .metrics
             .forget_cluster(name.as_str(), topology.num_layers(), topology.num_gpus());
     }
-    state.plan_cache.remove(&name);
     Ok(StatusCode::NO_CONTENT)
 }
 

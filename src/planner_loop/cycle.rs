@@ -445,6 +445,9 @@ async fn record(state: &AppState, row: &DecisionRow) -> Result<(), StoreError> {
 /// The figures behind a decision: how the candidate, the plan in force and
 /// the bound compare on the estimate, and where the trigger stands.
 fn export_decision(state: &AppState, cluster: &ClusterName, decision: &Decision) {
+    if state.plan_cache.entry(cluster).is_none() {
+        return; // deleted while this cycle ran: its gauges are gone
+    }
     let m = &state.metrics;
     let c = [cluster.as_str()];
     let f = &decision.figures;
@@ -487,6 +490,9 @@ fn export_published(
     reason: Reason,
     candidate: &Candidate,
 ) {
+    if state.plan_cache.entry(cluster).is_none() {
+        return; // deleted while this cycle ran: its gauges are gone
+    }
     let m = &state.metrics;
     let c = [cluster.as_str()];
     m.plan_version.with_label_values(&c).set(published.version);
