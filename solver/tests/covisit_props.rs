@@ -133,13 +133,17 @@ proptest! {
                 }
             }
         }
-        // Re-planning the same load keeps the plan.
+        // Re-planning the same load keeps the plan, unless the re-plan's
+        // candidates (the repair starts from this plan) found one better by
+        // more than the balance tolerance.
         let again = solve(&t, &load, &PlanOptions {
             previous: Some(plan.clone()),
             ..covisit_options()
         }).unwrap();
-        prop_assert_eq!(again.stats.migrations, Some(0));
         prop_assert!(again.stats.model_imbalance <= stats.model_imbalance * (1.0 + 0.005) + EPS);
+        if again.stats.migrations != Some(0) {
+            prop_assert!(again.stats.model_imbalance < stats.model_imbalance - EPS);
+        }
     }
 }
 
