@@ -328,7 +328,7 @@ fn covisit_plans_are_scoped_bounded_and_scored_under_the_rule() {
     let node_local = bounds["node_local"].as_f64().unwrap();
     let covisit = bounds["covisit"].as_f64().unwrap();
     assert!(covisit <= node_local && covisit >= bounds["even_split"].as_f64().unwrap());
-    assert_eq!(bounds["layers"][0]["covisit"].is_f64(), true);
+    assert!(bounds["layers"][0]["covisit"].is_f64());
 
     let out = dir.path().join("covisit.json");
     let plan = solve(&topology, &load, &out, &["--policy", "optimal-covisit"]);
