@@ -26,6 +26,54 @@ pub(crate) struct LayerRouting {
     pub scope: Vec<i64>,
 }
 
+/// The arcs into the sink of a flow network, each taking `level × speed`:
+/// the least level at which all `total` tokens flow is a min-max load.
+pub(crate) struct SinkArcs<'a> {
+    pub source: usize,
+    pub sink: usize,
+    pub edges: &'a [usize],
+    pub speed: &'a [f64],
+    pub total: f64,
+}
+
+impl SinkArcs<'_> {
+    /// Whether all tokens flow at `level`; the network then holds the flow.
+    pub(crate) fn saturate(&self, level: f64, network: &mut FlowNetwork<f64>) -> bool {
+        network.restart(self.total * 1e-12);
+        for (&edge, &speed) in self.edges.iter().zip(self.speed) {
+            network.set_capacity(edge, level * speed);
+        }
+        network.augment(self.source, self.sink) >= self.total * (1.0 - 1e-9)
+    }
+
+    /// The least level in `(lo, hi]` at which all tokens flow, to relative
+    /// `precision` (`hi` must be enough), by bisection; the network is left
+    /// holding that level's flow.
+    pub(crate) fn least_level(
+        &self,
+        mut lo: f64,
+        mut hi: f64,
+        precision: f64,
+        network: &mut FlowNetwork<f64>,
+    ) -> f64 {
+        // Balanced layers often reach the lower end: one flow settles them.
+        let near = lo * (1.0 + precision);
+        if near < hi && self.saturate(near, network) {
+            return near;
+        }
+        while hi - lo > precision * hi.max(f64::MIN_POSITIVE) {
+            let mid = 0.5 * (lo + hi);
+            if self.saturate(mid, network) {
+                hi = mid;
+            } else {
+                lo = mid;
+            }
+        }
+        self.saturate(hi, network);
+        hi
+    }
+}
+
 /// Routes `row` over placement `phy2log` (one layer) with homes and caps
 /// from `caps`. `hint` is a GPU load known to be reachable (or infinity).
 pub(crate) fn route_layer(
@@ -89,33 +137,19 @@ pub(crate) fn route_layer(
     network.finish();
 
     let speed = topology.gpu_speed();
-    let tolerance = total * 1e-12;
-    let feasible = |t: f64, network: &mut FlowNetwork<f64>| {
-        network.restart(tolerance);
-        for (g, &edge) in sink_edges.iter().enumerate() {
-            network.set_capacity(edge, t * speed[g]);
-        }
-        network.augment(source, sink) >= total * (1.0 - 1e-9)
+    let sinks = SinkArcs {
+        source,
+        sink,
+        edges: &sink_edges,
+        speed,
+        total,
     };
     let min_speed = speed.iter().copied().fold(f64::INFINITY, f64::min);
-    let mut lo = total / topology.total_speed();
     let mut hi = total / min_speed;
-    if hint.is_finite() && hint < hi && feasible(hint, network) {
+    if hint.is_finite() && hint < hi && sinks.saturate(hint, network) {
         hi = hint;
     }
-    // Balanced layers often reach the mean: one flow settles them.
-    if hi > lo * (1.0 + PRECISION) && feasible(lo * (1.0 + PRECISION), network) {
-        hi = lo * (1.0 + PRECISION);
-    }
-    while hi - lo > PRECISION * hi.max(f64::MIN_POSITIVE) {
-        let mid = 0.5 * (lo + hi);
-        if feasible(mid, network) {
-            hi = mid;
-        } else {
-            lo = mid;
-        }
-    }
-    feasible(hi, network);
+    sinks.least_level(total / topology.total_speed(), hi, PRECISION, network);
 
     // Shares from the GPU arcs, split among the expert's slots on the GPU.
     let mut flow_of = std::collections::HashMap::with_capacity(gpu_arcs.len());

@@ -34,6 +34,6 @@ mod layer_flow;
 mod rule;
 mod split;
 
-pub(crate) use layer_flow::{route_layer, LayerRouting};
+pub(crate) use layer_flow::{route_layer, LayerRouting, SinkArcs};
 pub use rule::{gpu_loads_under_rule, score_under_rule, served_by_covisit};
 pub(crate) use split::{covisit_bound_load, CovisitSplits, SplitCaps};

@@ -138,32 +138,71 @@ impl SplitCaps {
     /// The least possible busiest-node load per unit of speed (`T*`).
     pub(crate) fn node_optimum(&self, row: &[f64], node_speed: &[f64]) -> f64 {
         let n = self.num_nodes;
-        let mut need = vec![0.0; 1 << n];
+        let mut cut = NodeCut::new(node_speed);
         for (e, &w) in row.iter().enumerate() {
-            if w <= 0.0 {
-                continue;
-            }
-            let home = self.home[e] as usize;
-            let caps = &self.cap[e * n..(e + 1) * n];
-            for (set, need) in need.iter_mut().enumerate().skip(1) {
-                if set & (1 << home) == 0 {
-                    continue;
-                }
-                let outside: f64 = (0..n)
-                    .filter(|&m| set & (1 << m) == 0)
-                    .map(|m| caps[m])
-                    .sum();
-                *need += (w - outside).max(0.0);
+            if w > 0.0 {
+                cut.add(&self.cap[e * n..(e + 1) * n], self.home[e] as usize, w);
             }
         }
-        (1..(1usize << n))
+        cut.level()
+    }
+}
+
+/// The closed form of the module doc, one expert at a time: per node set
+/// `B`, the tokens that must stay inside it.
+struct NodeCut {
+    need: Vec<f64>,
+    /// Caps inside each set, rebuilt per expert.
+    inside: Vec<f64>,
+    inverse_speed: Vec<f64>,
+}
+
+impl NodeCut {
+    fn new(node_speed: &[f64]) -> Self {
+        let n = node_speed.len();
+        let inverse_speed = (0..1usize << n)
             .map(|set| {
                 let speed: f64 = (0..n)
                     .filter(|&m| set & (1 << m) != 0)
                     .map(|m| node_speed[m])
                     .sum();
-                need[set] / speed
+                if speed > 0.0 {
+                    1.0 / speed
+                } else {
+                    0.0
+                }
             })
+            .collect();
+        NodeCut {
+            need: vec![0.0; 1 << n],
+            inside: vec![0.0; 1 << n],
+            inverse_speed,
+        }
+    }
+
+    fn clear(&mut self) {
+        self.need.iter_mut().for_each(|v| *v = 0.0);
+    }
+
+    /// Adds an expert of load `w` homed on `home`, with co-visit caps
+    /// `caps` per node (0 at home).
+    fn add(&mut self, caps: &[f64], home: usize, w: f64) {
+        let all: f64 = caps.iter().sum();
+        for set in 1..self.need.len() {
+            let low = set.trailing_zeros() as usize;
+            self.inside[set] = self.inside[set & (set - 1)] + caps[low];
+            if set & (1 << home) != 0 {
+                self.need[set] += (w - (all - self.inside[set])).max(0.0);
+            }
+        }
+    }
+
+    /// The busiest set's load per unit of speed: `T*` once every expert is in.
+    fn level(&self) -> f64 {
+        self.need
+            .iter()
+            .zip(&self.inverse_speed)
+            .map(|(v, inv)| v * inv)
             .fold(0.0, f64::max)
     }
 }
@@ -172,9 +211,9 @@ impl SplitCaps {
 /// optimum over every split, and never below the even-split bound (which
 /// holds for any placement). Returns the bound and the split reaching it.
 ///
-/// The same closed form as [`SplitCaps::node_optimum`], without building
-/// caps per split, and a split is dropped as soon as its partial sums (which
-/// only grow) reach the best optimum found.
+/// The same closed form as [`SplitCaps::node_optimum`] (`NodeCut`), with
+/// caps built in place per split, and a split dropped as soon as its
+/// partial level (which only grows) reaches the best optimum found.
 pub(crate) fn covisit_bound_load(
     topology: &Topology,
     splits: &CovisitSplits,
@@ -183,30 +222,15 @@ pub(crate) fn covisit_bound_load(
     even_split_load: f64,
 ) -> (f64, usize) {
     let (k, n) = (topology.num_groups(), topology.num_nodes());
-    let sets = 1usize << n;
-    let inverse_speed: Vec<f64> = (0..sets)
-        .map(|set| {
-            let speed: f64 = (0..n)
-                .filter(|&m| set & (1 << m) != 0)
-                .map(|m| splits.node_speed[m])
-                .sum();
-            if speed > 0.0 {
-                1.0 / speed
-            } else {
-                0.0
-            }
-        })
-        .collect();
-    let mut need = vec![0.0; sets];
+    let mut cut = NodeCut::new(&splits.node_speed);
     let mut caps = vec![0.0; n];
-    let mut inside = vec![0.0; sets];
     // Hot experts first: partial sums then rise fast, so a split that
     // cannot win is dropped early.
     let mut order: Vec<usize> = (0..row.len()).filter(|&e| row[e] > 0.0).collect();
     order.sort_unstable_by(|&a, &b| row[b].total_cmp(&row[a]));
     let (mut best, mut at) = (f64::INFINITY, 0);
     'splits: for (i, node_of_group) in splits.splits.iter().enumerate() {
-        need.iter_mut().for_each(|v| *v = 0.0);
+        cut.clear();
         for (done, &e) in order.iter().enumerate() {
             let w = row[e];
             let counts = &covisit[e * k..(e + 1) * k];
@@ -218,29 +242,13 @@ pub(crate) fn covisit_bound_load(
                     caps[node] = f64::max(caps[node], counts[g].min(w));
                 }
             }
-            // Caps inside each node set, one lowest bit at a time.
-            let all: f64 = caps.iter().sum();
-            for set in 1..sets {
-                let low = set.trailing_zeros() as usize;
-                inside[set] = inside[set & (set - 1)] + caps[low];
-                if set & (1 << home) != 0 {
-                    need[set] += (w - (all - inside[set])).max(0.0);
-                }
-            }
-            if done % 8 == 7
-                && need
-                    .iter()
-                    .zip(&inverse_speed)
-                    .any(|(v, inv)| v * inv >= best)
-            {
+            cut.add(&caps, home, w);
+            // The partial level only grows.
+            if done % 8 == 7 && cut.level() >= best {
                 continue 'splits;
             }
         }
-        let t = need
-            .iter()
-            .zip(&inverse_speed)
-            .map(|(v, inv)| v * inv)
-            .fold(0.0, f64::max);
+        let t = cut.level();
         if t < best {
             (best, at) = (t, i);
         }

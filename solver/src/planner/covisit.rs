@@ -35,7 +35,9 @@ use super::policy::{Placement, Policy, Split};
 use super::stats::{self, LayerFacts, ReplanFacts};
 use super::{PlanError, PlanOptions, PlanOutcome};
 use crate::bound::{self, Replication};
-use crate::covisit::{covisit_bound_load, route_layer, CovisitSplits, LayerRouting, SplitCaps};
+use crate::covisit::{
+    covisit_bound_load, route_layer, CovisitSplits, LayerRouting, SinkArcs, SplitCaps,
+};
 use crate::load::LoadMatrix;
 use crate::migration::row_migrations;
 use crate::plan::{Plan, ANY_TOKEN};
@@ -590,29 +592,17 @@ fn node_flows(
         .map(|m| network.add_edge(1 + experts + m, sink, 0.0))
         .collect();
     network.finish();
-    let tolerance = total * 1e-12;
-    let feasible = |level: f64, network: &mut FlowNetwork<f64>| {
-        network.restart(tolerance);
-        for (m, &edge) in sink_edges.iter().enumerate() {
-            network.set_capacity(edge, level * node_speed[m]);
-        }
-        network.augment(source, sink) >= total * (1.0 - 1e-9)
+    let sinks = SinkArcs {
+        source,
+        sink,
+        edges: &sink_edges,
+        speed: node_speed,
+        total,
     };
-    let mut lo = optimum;
-    let mut hi = (0..n)
+    let home_only = (0..n)
         .map(|m| home_load[m] / node_speed[m])
         .fold(optimum, f64::max);
-    if !feasible(lo * (1.0 + 1e-9), network) {
-        while hi - lo > NODE_PRECISION * hi.max(f64::MIN_POSITIVE) {
-            let mid = 0.5 * (lo + hi);
-            if feasible(mid, network) {
-                hi = mid;
-            } else {
-                lo = mid;
-            }
-        }
-        feasible(hi, network);
-    }
+    sinks.least_level(optimum, home_only, NODE_PRECISION, network);
     let mut flows = vec![0.0; experts * n];
     for (e, m, edge) in remote_edges {
         flows[e * n + m] = network.flow(edge);
