@@ -322,6 +322,22 @@ impl Store {
         Ok(WriteTx { tx, _gate: gate })
     }
 
+    /// Opens a read-only transaction whose queries all see one snapshot, so
+    /// that rows written together (a window's load and its co-visit counts)
+    /// are read together. SQLite in WAL mode fixes the snapshot at the first
+    /// read of a deferred transaction; PostgreSQL needs REPEATABLE READ, as
+    /// its default gives each statement its own snapshot.
+    pub async fn snapshot(&self) -> StoreResult<Transaction<'static, sqlx::Any>> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN DEFERRED").await?,
+            Backend::Postgres => {
+                self.pool
+                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .await?
+            }
+        })
+    }
+
     /// Serialises this transaction with every other one that locks `cluster`,
     /// across replicas (PostgreSQL); released at commit or rollback.
     pub async fn lock_cluster(

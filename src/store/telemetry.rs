@@ -191,6 +191,9 @@ impl Store {
         limit: usize,
         shape: WindowShape,
     ) -> StoreResult<Vec<LoadWindow>> {
+        // One snapshot: a late worker window committed between reading a
+        // bucket's load and its co-visit rows would make them disagree.
+        let mut tx = self.snapshot().await?;
         let buckets: Vec<i64> = sqlx::query_scalar(
             "SELECT DISTINCT bucket FROM load_window_layers
              WHERE cluster = $1 AND lineage = $2 AND bucket < $3
@@ -200,15 +203,16 @@ impl Store {
         .bind(lineage)
         .bind(before)
         .bind(limit as i64)
-        .fetch_all(self.pool())
+        .fetch_all(&mut *tx)
         .await?;
-        match (buckets.last(), buckets.first()) {
+        let windows = match (buckets.last(), buckets.first()) {
             (Some(&oldest), Some(&newest)) => {
-                self.load_window_rows(cluster, lineage, oldest..=newest, shape)
-                    .await
+                load_window_rows(&mut tx, cluster, lineage, oldest..=newest, shape).await?
             }
-            _ => Ok(Vec::new()),
-        }
+            _ => Vec::new(),
+        };
+        tx.commit().await?;
+        Ok(windows)
     }
 
     /// The oldest `limit` load windows of a lineage with a bucket in
@@ -222,6 +226,7 @@ impl Store {
         limit: usize,
         shape: WindowShape,
     ) -> StoreResult<Vec<LoadWindow>> {
+        let mut tx = self.snapshot().await?;
         let page: Vec<i64> = sqlx::query_scalar(
             "SELECT DISTINCT bucket FROM load_window_layers
              WHERE cluster = $1 AND lineage = $2 AND bucket >= $3 AND bucket < $4
@@ -232,144 +237,16 @@ impl Store {
         .bind(buckets.start)
         .bind(buckets.end)
         .bind(limit as i64)
-        .fetch_all(self.pool())
+        .fetch_all(&mut *tx)
         .await?;
-        match (page.first(), page.last()) {
+        let windows = match (page.first(), page.last()) {
             (Some(&oldest), Some(&newest)) => {
-                self.load_window_rows(cluster, lineage, oldest..=newest, shape)
-                    .await
+                load_window_rows(&mut tx, cluster, lineage, oldest..=newest, shape).await?
             }
-            _ => Ok(Vec::new()),
-        }
-    }
-
-    /// Every load window of a lineage with a bucket in `buckets`, oldest
-    /// first, assembled from its layer rows.
-    async fn load_window_rows(
-        &self,
-        cluster: &ClusterName,
-        lineage: i64,
-        buckets: RangeInclusive<i64>,
-        shape: WindowShape,
-    ) -> StoreResult<Vec<LoadWindow>> {
-        let (layers, len) = (shape.layers, shape.load_len());
-        let rows = sqlx::query(
-            "SELECT bucket, layer, windows, load FROM load_window_layers
-             WHERE cluster = $1 AND lineage = $2 AND bucket >= $3 AND bucket <= $4
-             ORDER BY bucket, layer",
-        )
-        .bind(cluster.as_str())
-        .bind(lineage)
-        .bind(*buckets.start())
-        .bind(*buckets.end())
-        .fetch_all(self.pool())
-        .await?;
-        let width = len / layers.max(1);
-        let mut out: Vec<LoadWindow> = Vec::new();
-        for row in &rows {
-            let bucket: i64 = row.try_get("bucket")?;
-            if out.last().is_none_or(|w| w.bucket != bucket) {
-                out.push(LoadWindow {
-                    bucket,
-                    windows: to_usize("window count", row.try_get("windows")?)?,
-                    load: vec![0.0; len],
-                    covisit: None,
-                });
-            }
-            let layer = to_usize("layer", row.try_get("layer")?)?;
-            let blob: Vec<u8> = row.try_get("load")?;
-            let window = out.last_mut().map(|w| &mut w.load[..]);
-            let Some(values) = window.and_then(|w| w.get_mut(layer * width..(layer + 1) * width))
-            else {
-                return Err(StoreError::Corrupt {
-                    what: "load window",
-                    detail: format!("layer {layer} is outside {layers} layers"),
-                });
-            };
-            load_codec::add_into(&blob, values)?;
-        }
-        self.attach_covisit(cluster, lineage, buckets, shape, &mut out)
-            .await?;
-        Ok(out)
-    }
-
-    /// Reads the co-visit rows of `buckets` into `windows` (sorted by
-    /// bucket): a window gets counts only when all `L x K` rows are there
-    /// and each sums as many worker windows as its load.
-    async fn attach_covisit(
-        &self,
-        cluster: &ClusterName,
-        lineage: i64,
-        buckets: RangeInclusive<i64>,
-        shape: WindowShape,
-        windows: &mut [LoadWindow],
-    ) -> StoreResult<()> {
-        if shape.groups == 0 {
-            return Ok(());
-        }
-        let rows = sqlx::query(
-            "SELECT bucket, layer, grp, windows, counts FROM load_window_covisit
-             WHERE cluster = $1 AND lineage = $2 AND bucket >= $3 AND bucket <= $4
-             ORDER BY bucket, layer, grp",
-        )
-        .bind(cluster.as_str())
-        .bind(lineage)
-        .bind(*buckets.start())
-        .bind(*buckets.end())
-        .fetch_all(self.pool())
-        .await?;
-        let WindowShape {
-            layers,
-            experts,
-            groups,
-        } = shape;
-        let mut row_values = vec![0.0; experts];
-        // (window index, rows read, complete so far)
-        let mut current: Option<(usize, usize, bool)> = None;
-        let finish = |windows: &mut [LoadWindow], current: Option<(usize, usize, bool)>| {
-            if let Some((i, rows, complete)) = current {
-                if !(complete && rows == layers * groups) {
-                    windows[i].covisit = None;
-                }
-            }
+            _ => Vec::new(),
         };
-        for row in &rows {
-            let bucket: i64 = row.try_get("bucket")?;
-            let Ok(i) = windows.binary_search_by_key(&bucket, |w| w.bucket) else {
-                // Counts of a bucket without load: nothing to attach them to.
-                continue;
-            };
-            if current.is_none_or(|(at, _, _)| at != i) {
-                finish(windows, current);
-                windows[i].covisit = Some(vec![0.0; shape.load_len() * groups]);
-                current = Some((i, 0, true));
-            }
-            let layer = to_usize("layer", row.try_get("layer")?)?;
-            let group = to_usize("group", row.try_get("grp")?)?;
-            let counted = to_usize("window count", row.try_get("windows")?)?;
-            if layer >= layers || group >= groups {
-                return Err(StoreError::Corrupt {
-                    what: "co-visit counts",
-                    detail: format!(
-                        "row (layer {layer}, group {group}) is outside {layers} layers x {groups} groups"
-                    ),
-                });
-            }
-            let blob: Vec<u8> = row.try_get("counts")?;
-            row_values.iter_mut().for_each(|v| *v = 0.0);
-            load_codec::add_into(&blob, &mut row_values)?;
-            if let Some((i, rows, complete)) = current.as_mut() {
-                *rows += 1;
-                *complete &= counted == windows[*i].windows;
-                if let Some(cube) = windows[*i].covisit.as_mut() {
-                    for (expert, &v) in row_values.iter().enumerate() {
-                        cube[(layer * experts + expert) * groups + group] = v;
-                    }
-                }
-            }
-        }
-        finish(windows, current);
-        Ok(())
+        tx.commit().await?;
+        Ok(windows)
     }
 
     /// Records the grid this service cuts load windows on (at start), and
@@ -505,6 +382,134 @@ async fn record_receipt(
     .execute(&mut *tx.tx)
     .await?;
     Ok(IngestOutcome::Accepted)
+}
+
+/// Every load window of a lineage with a bucket in `buckets`, oldest
+/// first, assembled from its layer rows.
+async fn load_window_rows(
+    conn: &mut sqlx::AnyConnection,
+    cluster: &ClusterName,
+    lineage: i64,
+    buckets: RangeInclusive<i64>,
+    shape: WindowShape,
+) -> StoreResult<Vec<LoadWindow>> {
+    let (layers, len) = (shape.layers, shape.load_len());
+    let rows = sqlx::query(
+        "SELECT bucket, layer, windows, load FROM load_window_layers
+         WHERE cluster = $1 AND lineage = $2 AND bucket >= $3 AND bucket <= $4
+         ORDER BY bucket, layer",
+    )
+    .bind(cluster.as_str())
+    .bind(lineage)
+    .bind(*buckets.start())
+    .bind(*buckets.end())
+    .fetch_all(&mut *conn)
+    .await?;
+    let width = len / layers.max(1);
+    let mut out: Vec<LoadWindow> = Vec::new();
+    for row in &rows {
+        let bucket: i64 = row.try_get("bucket")?;
+        if out.last().is_none_or(|w| w.bucket != bucket) {
+            out.push(LoadWindow {
+                bucket,
+                windows: to_usize("window count", row.try_get("windows")?)?,
+                load: vec![0.0; len],
+                covisit: None,
+            });
+        }
+        let layer = to_usize("layer", row.try_get("layer")?)?;
+        let blob: Vec<u8> = row.try_get("load")?;
+        let window = out.last_mut().map(|w| &mut w.load[..]);
+        let Some(values) = window.and_then(|w| w.get_mut(layer * width..(layer + 1) * width))
+        else {
+            return Err(StoreError::Corrupt {
+                what: "load window",
+                detail: format!("layer {layer} is outside {layers} layers"),
+            });
+        };
+        load_codec::add_into(&blob, values)?;
+    }
+    attach_covisit(conn, cluster, lineage, buckets, shape, &mut out).await?;
+    Ok(out)
+}
+
+/// Reads the co-visit rows of `buckets` into `windows` (sorted by
+/// bucket): a window gets counts only when all `L x K` rows are there
+/// and each sums as many worker windows as its load.
+async fn attach_covisit(
+    conn: &mut sqlx::AnyConnection,
+    cluster: &ClusterName,
+    lineage: i64,
+    buckets: RangeInclusive<i64>,
+    shape: WindowShape,
+    windows: &mut [LoadWindow],
+) -> StoreResult<()> {
+    if shape.groups == 0 {
+        return Ok(());
+    }
+    let rows = sqlx::query(
+        "SELECT bucket, layer, grp, windows, counts FROM load_window_covisit
+         WHERE cluster = $1 AND lineage = $2 AND bucket >= $3 AND bucket <= $4
+         ORDER BY bucket, layer, grp",
+    )
+    .bind(cluster.as_str())
+    .bind(lineage)
+    .bind(*buckets.start())
+    .bind(*buckets.end())
+    .fetch_all(&mut *conn)
+    .await?;
+    let WindowShape {
+        layers,
+        experts,
+        groups,
+    } = shape;
+    let mut row_values = vec![0.0; experts];
+    // (window index, rows read, complete so far)
+    let mut current: Option<(usize, usize, bool)> = None;
+    let finish = |windows: &mut [LoadWindow], current: Option<(usize, usize, bool)>| {
+        if let Some((i, rows, complete)) = current {
+            if !(complete && rows == layers * groups) {
+                windows[i].covisit = None;
+            }
+        }
+    };
+    for row in &rows {
+        let bucket: i64 = row.try_get("bucket")?;
+        let Ok(i) = windows.binary_search_by_key(&bucket, |w| w.bucket) else {
+            // Counts of a bucket without load: nothing to attach them to.
+            continue;
+        };
+        if current.is_none_or(|(at, _, _)| at != i) {
+            finish(windows, current);
+            windows[i].covisit = Some(vec![0.0; shape.load_len() * groups]);
+            current = Some((i, 0, true));
+        }
+        let layer = to_usize("layer", row.try_get("layer")?)?;
+        let group = to_usize("group", row.try_get("grp")?)?;
+        let counted = to_usize("window count", row.try_get("windows")?)?;
+        if layer >= layers || group >= groups {
+            return Err(StoreError::Corrupt {
+                what: "co-visit counts",
+                detail: format!(
+                    "row (layer {layer}, group {group}) is outside {layers} layers x {groups} groups"
+                ),
+            });
+        }
+        let blob: Vec<u8> = row.try_get("counts")?;
+        row_values.iter_mut().for_each(|v| *v = 0.0);
+        load_codec::add_into(&blob, &mut row_values)?;
+        if let Some((i, rows, complete)) = current.as_mut() {
+            *rows += 1;
+            *complete &= counted == windows[*i].windows;
+            if let Some(cube) = windows[*i].covisit.as_mut() {
+                for (expert, &v) in row_values.iter().enumerate() {
+                    cube[(layer * experts + expert) * groups + group] = v;
+                }
+            }
+        }
+    }
+    finish(windows, current);
+    Ok(())
 }
 
 /// A batch's windows for one cluster load window, summed.

@@ -268,3 +268,78 @@ both!(
         app.stop().await;
     }
 );
+
+both!(
+    a_window_and_its_counts_are_read_from_one_snapshot,
+    |db| async move {
+        use ballast::domain::load_codec;
+        use ballast::domain::{ClusterName, WorkerName};
+        use ballast::store::telemetry::{StagedWindow, WindowShape};
+        use ballast::store::Store;
+
+        // Late worker windows keep landing in a closed bucket while the
+        // planner reads it: every read must see the load and the co-visit
+        // rows of the same set of windows, or the counts are dropped and
+        // `optimal-covisit` falls back for no reason.
+        let dir = tempfile::tempdir().unwrap();
+        let url = fresh_database(db, dir.path()).await;
+        let store = std::sync::Arc::new(Store::connect(&url, 4).await.unwrap());
+        store.migrate().await.unwrap();
+        let topology = ballast_solver::Topology::from_json(
+            r#"{"num_layers": 2, "num_logical_experts": 4, "num_groups": 2,
+                "num_nodes": 1, "gpus_per_node": 2, "slots_per_gpu": 3}"#,
+        )
+        .unwrap();
+        let cluster = ClusterName::parse("c1").unwrap();
+        let lineage = store
+            .put_cluster(&cluster, &topology, 0)
+            .await
+            .unwrap()
+            .lineage;
+        let worker = WorkerName::of_gpu(0, &topology);
+        let writes = 150;
+        let writer = {
+            let (store, cluster) = (store.clone(), cluster.clone());
+            tokio::spawn(async move {
+                for seq in 0..writes {
+                    let window = StagedWindow {
+                        cluster: cluster.clone(),
+                        lineage,
+                        worker: worker.clone(),
+                        seq,
+                        bucket: 1,
+                        load: load_codec::encode(&[2.0; 8]),
+                        values: 8,
+                        layers: 2,
+                        covisit: Some(load_codec::encode(&[1.0; 16])),
+                        groups: 2,
+                    };
+                    store.ingest_batch(&[window], seq).await.unwrap();
+                }
+            })
+        };
+        let shape = WindowShape::of(&topology);
+        let (mut reads, mut torn) = (0, 0);
+        while !writer.is_finished() {
+            let windows = store
+                .load_windows(&cluster, lineage, 2, 1, shape)
+                .await
+                .unwrap();
+            for w in &windows {
+                reads += 1;
+                match &w.covisit {
+                    // Each worker window adds 1 to every count and 2 to every load.
+                    Some(counts) => {
+                        assert!(counts.iter().all(|&c| c == w.windows as f64), "{w:?}");
+                        assert!(w.load.iter().all(|&x| x == 2.0 * w.windows as f64));
+                    }
+                    None => torn += 1,
+                }
+            }
+        }
+        writer.await.unwrap();
+        eprintln!("{reads} reads during {writes} writes, {torn} without counts");
+        assert!(reads > 0);
+        assert_eq!(torn, 0, "reads saw a window's load without its counts");
+    }
+);
