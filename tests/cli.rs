@@ -358,6 +358,57 @@ fn covisit_plans_are_scoped_bounded_and_scored_under_the_rule() {
     assert_eq!(scored["covisit"]["rule_applied"], true);
     let served = scored["covisit"]["served_fraction"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&served));
+    // Transfers per token at the home nodes, read off the counts: on 2
+    // nodes a token is sent to at most the one other node.
+    let cross = &scored["cross_node"];
+    assert_eq!(cross["at_home_nodes"], true, "{cross}");
+    let (low, high) = (
+        cross["transfers_per_token"]["low"].as_f64().unwrap(),
+        cross["transfers_per_token"]["high"].as_f64().unwrap(),
+    );
+    assert!(0.0 <= low && low <= high && high <= 1.0, "{cross}");
+
+    // Replayed on a trace of that load: both runs report the transfers.
+    let trace = dir.path().join("trace.jsonl");
+    let window: Value = serde_json::from_str(&std::fs::read_to_string(&load).unwrap()).unwrap();
+    let lines: Vec<String> = (0..3)
+        .map(|i| {
+            serde_json::json!({"window": i, "load": window["load"], "covisit": window["covisit"]})
+                .to_string()
+        })
+        .collect();
+    std::fs::write(&trace, lines.join("\n") + "\n").unwrap();
+    let report = dir.path().join("report");
+    ballast()
+        .args(["replay", "--topology"])
+        .arg(&topology)
+        .arg("--trace")
+        .arg(&trace)
+        .args(["--policy", "optimal:previous", "--policy", "optimal-covisit:previous"])
+        .arg("--report")
+        .arg(&report)
+        .assert()
+        .success()
+        .stdout(predicates::str::contains(
+            "optimal-covisit:previous (interval 1): cross-node transfers per token and layer at most",
+        ));
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("summary.json")).unwrap())
+            .unwrap();
+    for run in summary["policies"].as_array().unwrap() {
+        assert_eq!(run["transfers_known_windows"], 2, "{run}");
+        let t = &run["transfers_per_token"];
+        assert!(
+            t["low"].as_f64().unwrap() <= t["high"].as_f64().unwrap() + 1e-12,
+            "{run}"
+        );
+    }
+    let csv = std::fs::read_to_string(report.join("windows.csv")).unwrap();
+    assert!(csv
+        .lines()
+        .next()
+        .unwrap()
+        .contains("transfers_per_token_high"));
 
     // A load without co-visit counts cannot drive the policy.
     ballast()

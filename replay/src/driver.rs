@@ -8,7 +8,7 @@ use rayon::prelude::*;
 use thiserror::Error;
 
 use crate::equal_budget;
-use crate::record::{ReportData, RunSummary, Series, Summary, WindowRecord};
+use crate::record::{ReportData, RunSummary, Series, Summary, TrafficRange, WindowRecord};
 use crate::run::{Context, PlanFailure, Run};
 use crate::spec::{Interval, PolicySpec};
 
@@ -222,6 +222,11 @@ impl Replay {
                     vs_eplb_at_equal_budget: None,
                     covisit_served: (t.covisit_scored > 0)
                         .then(|| t.covisit_served / t.covisit_scored as f64),
+                    transfers_per_token: (t.transfers_known > 0).then(|| TrafficRange {
+                        low: t.transfers_low / t.transfers_known as f64,
+                        high: t.transfers_high / t.transfers_known as f64,
+                    }),
+                    transfers_known_windows: t.transfers_known,
                 }
             })
             .collect();

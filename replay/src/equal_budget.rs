@@ -75,6 +75,8 @@ mod tests {
             eplb_at_equal_budget: None,
             vs_eplb_at_equal_budget: None,
             covisit_served: None,
+            transfers_per_token: None,
+            transfers_known_windows: 0,
         }
     }
 

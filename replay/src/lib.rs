@@ -24,6 +24,8 @@ pub mod spec;
 pub mod synth;
 
 pub use driver::{Replay, ReplayError};
-pub use record::{Hotspot, ReportData, RunSummary, Series, SeriesPoint, Summary, WindowRecord};
+pub use record::{
+    Hotspot, ReportData, RunSummary, Series, SeriesPoint, Summary, TrafficRange, WindowRecord,
+};
 pub use run::{Context, PlanFailure, Run};
 pub use spec::{Interval, Planner, PolicySpec, SpecError};

@@ -43,6 +43,20 @@ pub struct WindowRecord {
     /// visited anyway, so with no added cross-node transfer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub covisit_served: Option<f64>,
+    /// Cross-node transfers per token and layer the plan in force implies on
+    /// this window, read off its co-visit counts (`ballast_solver::covisit::
+    /// cross_node_traffic`: a range, exact with one group per node; for a
+    /// co-visit plan `high` is what holds). `None` without counts, or when a
+    /// plan spreads an expert's any-token replicas over several nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfers_per_token: Option<TrafficRange>,
+}
+
+/// A figure known to lie between `low` and `high`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TrafficRange {
+    pub low: f64,
+    pub high: f64,
 }
 
 /// `summary.json`: one entry per run, in the order of `--policy` and, within
@@ -101,6 +115,12 @@ pub struct RunSummary {
     /// replicas.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub covisit_served: Option<f64>,
+    /// Mean over the windows where it is known of
+    /// [`WindowRecord::transfers_per_token`], and on how many windows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfers_per_token: Option<TrafficRange>,
+    #[serde(default)]
+    pub transfers_known_windows: u64,
 }
 
 /// A run's experienced imbalance over time, averaged into at most

@@ -14,7 +14,7 @@ use ballast_solver::{
 };
 use thiserror::Error;
 
-use crate::record::{Hotspot, Series, WindowRecord};
+use crate::record::{Hotspot, Series, TrafficRange, WindowRecord};
 use crate::spec::{Interval, Planner, PolicySpec};
 
 /// Fixed facts every run shares.
@@ -57,6 +57,10 @@ pub struct Totals {
     /// Sum and count of [`WindowRecord::covisit_served`].
     pub covisit_served: f64,
     pub covisit_scored: u64,
+    /// Sums of [`WindowRecord::transfers_per_token`] and their count.
+    pub transfers_low: f64,
+    pub transfers_high: f64,
+    pub transfers_known: u64,
 }
 
 /// A policy at one interval, with the plan it has in force.
@@ -119,6 +123,7 @@ impl Run {
             move_seconds: None,
             plan_ms: 0.0,
             covisit_served: None,
+            transfers_per_token: None,
         };
         if let Some(plan) = &self.plan {
             let experienced = score::score(topology, load, plan).model_imbalance;
@@ -135,6 +140,16 @@ impl Run {
                 record.covisit_served = Some(served);
                 self.totals.covisit_served += served;
                 self.totals.covisit_scored += 1;
+            }
+            if let Ok(traffic) = covisit::cross_node_traffic(topology, load, plan) {
+                let range = traffic.transfers_per_token;
+                record.transfers_per_token = Some(TrafficRange {
+                    low: range.low,
+                    high: range.high,
+                });
+                self.totals.transfers_low += range.low;
+                self.totals.transfers_high += range.high;
+                self.totals.transfers_known += 1;
             }
             record.experienced_imbalance = Some(experienced);
             record.experienced_imbalance_optimal_routing = Some(routed);

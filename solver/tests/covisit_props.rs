@@ -4,7 +4,9 @@
 #[path = "../examples/support/mod.rs"]
 mod support;
 
-use ballast_solver::covisit::{safe_share, score_under_rule, served_by_covisit};
+use ballast_solver::covisit::{
+    cross_node_traffic, safe_share, score_under_rule, served_by_covisit,
+};
 use ballast_solver::plan::ANY_TOKEN;
 use ballast_solver::score::score;
 use ballast_solver::{model_bounds, solve, LoadMatrix, PlanOptions, Policy, Topology};
@@ -143,6 +145,55 @@ proptest! {
         prop_assert!(again.stats.model_imbalance <= stats.model_imbalance * (1.0 + 0.005) + EPS);
         if again.stats.migrations != Some(0) {
             prop_assert!(again.stats.model_imbalance < stats.model_imbalance - EPS);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    /// The traffic read off the counts brackets the nodes the tokens really
+    /// visit (each at its experts' home nodes), exactly when a node holds
+    /// one group.
+    #[test]
+    fn cross_node_traffic_brackets_what_the_tokens_visit(
+        seed in 0u64..1000,
+        sigma in 0.2f64..1.2,
+        shape in prop_oneof![Just((4usize, 2usize, 5usize)), Just((2, 2, 9)), Just((8, 1, 5))],
+        covisit_plan in any::<bool>(),
+    ) {
+        let (nodes, gpus, slots) = shape;
+        let t = topology(nodes, gpus, slots);
+        let mut rng = support::Rng::new(seed);
+        let popularity = support::popularity(&t, sigma, 0.5, &mut rng);
+        let chosen = support::route_tokens(&t, &popularity, 200, (4, 6), &mut rng);
+        let load = support::load_of_tokens(&t, &chosen);
+        let options = if covisit_plan { covisit_options() } else { PlanOptions::default() };
+        let plan = solve(&t, &load, &options).unwrap().plan;
+        let traffic = cross_node_traffic(&t, &load, &plan).unwrap();
+        let (mut visits, mut tokens) = (0usize, 0usize);
+        for (l, layer) in chosen.iter().enumerate() {
+            let mut home = vec![usize::MAX; t.num_logical_experts()];
+            for (slot, &e) in plan.layer(l).iter().enumerate() {
+                if plan.replica_scope().is_none_or(|s| s[l][slot] == ANY_TOKEN) {
+                    home[e as usize] = slot / t.slots_per_node();
+                }
+            }
+            for token in layer {
+                let mut nodes: Vec<usize> = token.iter().map(|&e| home[e]).collect();
+                nodes.sort_unstable();
+                nodes.dedup();
+                visits += nodes.len();
+                tokens += 1;
+            }
+        }
+        let truth = visits as f64 / tokens as f64;
+        let v = traffic.nodes_per_token;
+        prop_assert!(v.low - EPS <= truth && truth <= v.high + EPS, "{} not in {:?}", truth, v);
+        let transfers = traffic.transfers_per_token;
+        prop_assert!((transfers.high - v.high * (1.0 - 1.0 / nodes as f64)).abs() < EPS);
+        if t.num_groups() == nodes {
+            prop_assert!(v.is_exact(), "{:?}", v);
         }
     }
 }

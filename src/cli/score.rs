@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use ballast_solver::covisit::{cross_node_traffic, CrossNodeTraffic};
 use ballast_solver::score::{self, Score};
 use clap::Args;
 use serde::Serialize;
@@ -51,6 +52,76 @@ struct ScoreReport<'a> {
     /// Plans with co-visit replicas only.
     #[serde(skip_serializing_if = "Option::is_none")]
     covisit: Option<CovisitReport>,
+    cross_node: CrossNode,
+}
+
+/// Cross-node transfers per token and layer the plan implies on this load:
+/// derived from its co-visit counts (`ballast_solver::covisit::traffic`),
+/// or why they cannot be.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum CrossNode {
+    Known {
+        #[serde(flatten)]
+        traffic: CrossNodeTraffic,
+        /// Low and high agree (one group per node).
+        exact: bool,
+        /// Counted at the experts' home nodes: co-visit replicas can only
+        /// lower the real figure, so for a co-visit plan `high` is the bound
+        /// that holds.
+        at_home_nodes: bool,
+    },
+    Unknown {
+        unknown: String,
+    },
+}
+
+impl CrossNode {
+    fn of(
+        topology: &ballast_solver::Topology,
+        load: &ballast_solver::LoadMatrix,
+        plan: &ballast_solver::Plan,
+    ) -> Self {
+        match cross_node_traffic(topology, load, plan) {
+            Ok(traffic) => CrossNode::Known {
+                exact: traffic.nodes_per_token.is_exact(),
+                at_home_nodes: plan.replica_scope().is_some(),
+                traffic,
+            },
+            Err(why) => CrossNode::Unknown {
+                unknown: why.to_string(),
+            },
+        }
+    }
+
+    fn summary(&self) -> String {
+        match self {
+            CrossNode::Known {
+                traffic,
+                exact,
+                at_home_nodes,
+            } => {
+                let range = |i: ballast_solver::covisit::Interval| {
+                    if *exact {
+                        format!("{:.4}", i.low)
+                    } else {
+                        format!("{:.4} to {:.4}", i.low, i.high)
+                    }
+                };
+                format!(
+                    "cross-node transfers per token and layer {}{} (nodes visited {}; tokens start on every node alike)",
+                    if *at_home_nodes { "at most " } else { "" },
+                    if *at_home_nodes {
+                        format!("{:.4}", traffic.transfers_per_token.high)
+                    } else {
+                        range(traffic.transfers_per_token)
+                    },
+                    range(traffic.nodes_per_token),
+                )
+            }
+            CrossNode::Unknown { unknown } => format!("cross-node transfers: unknown ({unknown})"),
+        }
+    }
 }
 
 /// How a plan with co-visit replicas did under the rule.
@@ -97,6 +168,7 @@ pub fn run(args: &ScoreArgs) -> Result<Report, CliError> {
         routing: args.routing,
         migrations: previous.map(|prev| score::migrations(&topology, &prev, &plan)),
         covisit,
+        cross_node: CrossNode::of(&topology, &load, &plan),
     };
     if args.json {
         let mut text = serde_json::to_string(&report)
@@ -132,6 +204,7 @@ fn summary(report: &ScoreReport) -> Vec<String> {
     if let Some(migrations) = report.migrations {
         lines.push(format!("migrations {migrations}"));
     }
+    lines.push(report.cross_node.summary());
     if let Some(c) = &report.covisit {
         lines.push(if c.rule_applied {
             format!(
@@ -164,6 +237,9 @@ mod tests {
             routing: Routing::Even,
             migrations: Some(4),
             covisit: None,
+            cross_node: CrossNode::Unknown {
+                unknown: "the load has no co-visit counts".into(),
+            },
         };
         let value = serde_json::to_value(&report).unwrap();
         assert!((value["model_imbalance"].as_f64().unwrap() - 1.1).abs() < 1e-12);
@@ -187,6 +263,9 @@ mod tests {
             routing: Routing::Optimal,
             migrations: None,
             covisit: None,
+            cross_node: CrossNode::Unknown {
+                unknown: "the load has no co-visit counts".into(),
+            },
         };
         assert!(serde_json::to_value(&report)
             .unwrap()

@@ -22,6 +22,7 @@
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
+use ballast_solver::covisit::{cross_node_traffic, Interval};
 use ballast_solver::{model_bounds, solve, LoadMatrix, PlanError, PlanOptions, Policy, Topology};
 use ballast_worker::agent::plans::PlanUpdate;
 use ballast_worker::agent::window::covisit_counts;
@@ -76,6 +77,9 @@ struct Measured {
     home_transfers: Option<(u64, bool)>,
     /// Σ_l max GPU assignments / Σ_l mean GPU assignments.
     gpu_imbalance: f64,
+    /// Transfers per token and layer as `ballast score` derives them from
+    /// the batch's load and co-visit counts (at the experts' home nodes).
+    estimate: Option<Interval>,
 }
 
 fn measure(
@@ -113,6 +117,7 @@ fn measure(
         traffic,
         home_transfers: home,
         gpu_imbalance: max_sum / mean_sum.max(f64::MIN_POSITIVE),
+        estimate: None,
     })
 }
 
@@ -124,6 +129,31 @@ struct Row {
     local_ms: f64,
     local_measured: Measured,
     covisit: Option<(f64, f64, Measured)>,
+}
+
+/// Load and co-visit counts of `batches`, as a worker with `--covisit`
+/// reports them.
+fn load_of(topology: &Topology, config: &MoeConfig, batches: &[Batch]) -> Result<LoadMatrix> {
+    let (layers, experts, groups) = (
+        topology.num_layers(),
+        config.num_experts(),
+        config.num_groups(),
+    );
+    let mut load = vec![vec![0.0; experts]; layers];
+    let mut covisit = vec![vec![vec![0.0; groups]; experts]; layers];
+    for batch in batches {
+        for (l, routing) in batch.routings.iter().enumerate() {
+            for (e, c) in routing.expert_counts().into_iter().enumerate() {
+                load[l][e] += c as f64;
+            }
+            for (e, row) in covisit_counts(routing, groups).into_iter().enumerate() {
+                for (k, c) in row.into_iter().enumerate() {
+                    covisit[l][e][k] += c as f64;
+                }
+            }
+        }
+    }
+    Ok(LoadMatrix::new(load, topology)?.with_covisit(covisit, topology)?)
 }
 
 fn main() -> Result<()> {
@@ -180,27 +210,8 @@ fn main() -> Result<()> {
             stream: 0,
         };
         let mut generator = TrafficGenerator::new(&config, spec.clone())?;
-        let (layers, experts, groups) = (
-            topology.num_layers(),
-            config.num_experts(),
-            config.num_groups(),
-        );
-        let mut load = vec![vec![0.0; experts]; layers];
-        let mut covisit = vec![vec![vec![0.0; groups]; experts]; layers];
-        for _ in 0..args.batches {
-            let batch = generator.next_batch();
-            for (l, routing) in batch.routings.iter().enumerate() {
-                for (e, c) in routing.expert_counts().into_iter().enumerate() {
-                    load[l][e] += c as f64;
-                }
-                for (e, row) in covisit_counts(routing, groups).into_iter().enumerate() {
-                    for (k, c) in row.into_iter().enumerate() {
-                        covisit[l][e][k] += c as f64;
-                    }
-                }
-            }
-        }
-        let load = LoadMatrix::new(load, &topology)?.with_covisit(covisit, &topology)?;
+        let planned: Vec<Batch> = (0..args.batches).map(|_| generator.next_batch()).collect();
+        let load = load_of(&topology, &config, &planned)?;
         let bounds = model_bounds(&topology, &load);
         let bound_local = bounds
             .node_local
@@ -214,12 +225,21 @@ fn main() -> Result<()> {
             },
         )?;
         let batch = fresh.next_batch();
+        // What `ballast score` reads off the fresh batch's own counts.
+        let fresh_load = load_of(&topology, &config, std::slice::from_ref(&batch))?;
+        let estimate = |plan: &ballast_solver::Plan| {
+            cross_node_traffic(&topology, &fresh_load, plan)
+                .ok()
+                .map(|t| t.transfers_per_token)
+        };
 
         let started = Instant::now();
         let local = solve(&topology, &load, &PlanOptions::default())?;
         let local_ms = started.elapsed().as_secs_f64() * 1e3;
+        let local_estimate = estimate(&local.plan);
         let local_plan = PlanUpdate::from_plan(1, local.plan, &topology);
-        let local_measured = measure(&topology, &local_plan, &batch, config.hidden())?;
+        let mut local_measured = measure(&topology, &local_plan, &batch, config.hidden())?;
+        local_measured.estimate = local_estimate;
 
         let started = Instant::now();
         let options = PlanOptions {
@@ -229,8 +249,10 @@ fn main() -> Result<()> {
         let covisit = match solve(&topology, &load, &options) {
             Ok(outcome) => {
                 let ms = started.elapsed().as_secs_f64() * 1e3;
+                let covisit_estimate = estimate(&outcome.plan);
                 let plan = PlanUpdate::from_plan(2, outcome.plan, &topology);
-                let measured = measure(&topology, &plan, &batch, config.hidden())?;
+                let mut measured = measure(&topology, &plan, &batch, config.hidden())?;
+                measured.estimate = covisit_estimate;
                 Some((outcome.stats.model_imbalance, ms, measured))
             }
             Err(PlanError::Unsupported(why)) => {
@@ -253,6 +275,7 @@ fn main() -> Result<()> {
         rows.push(row);
     }
     print_mean(&rows);
+    print_estimates(&rows);
     Ok(())
 }
 
@@ -364,4 +387,35 @@ fn print_mean(rows: &[Row]) {
             cell(home, 6, 4).trim()
         );
     }
+}
+
+/// `ballast score`'s transfers per token (read off the fresh batch's own
+/// counts, tokens starting on every node alike) beside the dispatch's.
+fn print_estimates(rows: &[Row]) {
+    println!(
+        "\ntransfers per token and layer on the fresh batch: read off its load and co-visit \
+         counts (as `ballast score` does) against the dispatch's count\n"
+    );
+    println!(
+        "{:>4} | {:>17} {:>9} | {:>9} {:>9}",
+        "seed", "nl from counts", "nl xfer", "cv <=", "cv xfer"
+    );
+    let mut inside = true;
+    for (seed, r) in rows.iter().enumerate() {
+        let local = r.local_measured.estimate;
+        let measured = r.local_measured.traffic.transfers_per_token();
+        inside &= local.is_some_and(|i| i.low - 0.02 <= measured && measured <= i.high + 0.02);
+        let cv = r.covisit.as_ref().map(|c| &c.2);
+        println!(
+            "{:>4} | {:>17} {} | {} {}",
+            seed,
+            local.map_or("-".into(), |i| format!("{:.4} to {:.4}", i.low, i.high)),
+            cell(Some(measured), 9, 4),
+            cell(cv.and_then(|m| m.estimate).map(|i| i.high), 9, 4),
+            cell(cv.map(|m| m.traffic.transfers_per_token()), 9, 4),
+        );
+    }
+    println!(
+        "node-local plans' dispatch counts within 0.02 of the range read off the counts: {inside}"
+    );
 }

@@ -235,42 +235,71 @@ pub fn route(
     topology: &Topology,
     popularity_by_layer: &[Vec<f64>],
     tokens: usize,
-    (top_groups, top_k): (usize, usize),
+    gate: (usize, usize),
     rng: &mut Rng,
 ) -> LoadMatrix {
+    let chosen = route_tokens(topology, popularity_by_layer, tokens, gate, rng);
+    load_of_tokens(topology, &chosen)
+}
+
+/// Each token's chosen experts, per layer, routed as [`routed_load`] says.
+pub fn route_tokens(
+    topology: &Topology,
+    popularity_by_layer: &[Vec<f64>],
+    tokens: usize,
+    (top_groups, top_k): (usize, usize),
+    rng: &mut Rng,
+) -> Vec<Vec<Vec<usize>>> {
     let (e_count, k_count) = (topology.num_logical_experts(), topology.num_groups());
     let per_group = topology.experts_per_group();
+    let mut score = vec![0.0; e_count];
+    popularity_by_layer
+        .iter()
+        .map(|popularity| {
+            (0..tokens)
+                .map(|_| {
+                    for e in 0..e_count {
+                        score[e] = popularity[e] + rng.normal();
+                    }
+                    let mut group_score: Vec<(f64, usize)> = (0..k_count)
+                        .map(|g| {
+                            let mut s: Vec<f64> =
+                                score[g * per_group..(g + 1) * per_group].to_vec();
+                            s.sort_unstable_by(|a, b| b.total_cmp(a));
+                            (s.iter().take(2).sum(), g)
+                        })
+                        .collect();
+                    group_score.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
+                    let mut candidates: Vec<(f64, usize)> = group_score
+                        .iter()
+                        .take(top_groups)
+                        .flat_map(|&(_, g)| {
+                            (g * per_group..(g + 1) * per_group).map(|e| (score[e], e))
+                        })
+                        .collect();
+                    candidates.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
+                    candidates.iter().take(top_k).map(|c| c.1).collect()
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Load and co-visit counts of tokens given by their chosen experts, per
+/// layer.
+pub fn load_of_tokens(topology: &Topology, chosen: &[Vec<Vec<usize>>]) -> LoadMatrix {
+    let (e_count, k_count) = (topology.num_logical_experts(), topology.num_groups());
     let mut load = Vec::new();
     let mut covisit = Vec::new();
-    for popularity in popularity_by_layer {
+    for layer in chosen {
         let mut row = vec![0.0; e_count];
         let mut counts = vec![vec![0.0; k_count]; e_count];
-        let mut score = vec![0.0; e_count];
-        for _ in 0..tokens {
-            for e in 0..e_count {
-                score[e] = popularity[e] + rng.normal();
-            }
-            let mut group_score: Vec<(f64, usize)> = (0..k_count)
-                .map(|g| {
-                    let mut s: Vec<f64> = score[g * per_group..(g + 1) * per_group].to_vec();
-                    s.sort_unstable_by(|a, b| b.total_cmp(a));
-                    (s.iter().take(2).sum(), g)
-                })
-                .collect();
-            group_score.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
-            let chosen_groups: Vec<usize> =
-                group_score.iter().take(top_groups).map(|g| g.1).collect();
-            let mut candidates: Vec<(f64, usize)> = chosen_groups
-                .iter()
-                .flat_map(|&g| (g * per_group..(g + 1) * per_group).map(|e| (score[e], e)))
-                .collect();
-            candidates.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
-            let chosen: Vec<usize> = candidates.iter().take(top_k).map(|c| c.1).collect();
+        for token in layer {
             let mut visited = vec![false; k_count];
-            for &e in &chosen {
-                visited[e / per_group] = true;
+            for &e in token {
+                visited[topology.group_of_expert(e)] = true;
             }
-            for &e in &chosen {
+            for &e in token {
                 row[e] += 1.0;
                 for (g, &v) in visited.iter().enumerate() {
                     if v {

@@ -33,7 +33,9 @@ pub fn safe_share(row: &[f64], node_groups: impl IntoIterator<Item = usize>, loa
 mod layer_flow;
 mod rule;
 mod split;
+mod traffic;
 
 pub(crate) use layer_flow::{route_layer, LayerRouting, SinkArcs};
 pub use rule::{gpu_loads_under_rule, score_under_rule, served_by_covisit};
 pub(crate) use split::{covisit_bound_load, CovisitSplits, SplitCaps};
+pub use traffic::{cross_node_traffic, CrossNodeTraffic, Interval, TrafficUnknown};

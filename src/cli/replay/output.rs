@@ -43,6 +43,8 @@ struct CsvRow<'a> {
     move_seconds: Option<f64>,
     plan_ms: f64,
     covisit_served: Option<f64>,
+    transfers_per_token_low: Option<f64>,
+    transfers_per_token_high: Option<f64>,
 }
 
 impl ReportDir {
@@ -99,6 +101,8 @@ impl ReportDir {
                 move_seconds: r.move_seconds,
                 plan_ms: r.plan_ms,
                 covisit_served: r.covisit_served,
+                transfers_per_token_low: r.transfers_per_token.map(|t| t.low),
+                transfers_per_token_high: r.transfers_per_token.map(|t| t.high),
             };
             self.windows.serialize(row).map_err(|e| self.csv_error(e))?;
         }
@@ -213,6 +217,30 @@ pub fn table(summary: &Summary, source: &str) -> String {
             first.name,
             gap_percent(first.experienced_imbalance, first.oracle_imbalance)
         ));
+    }
+    for p in &summary.policies {
+        if let Some(t) = p.transfers_per_token {
+            let interval = p.interval.map_or("never".to_owned(), |n| n.to_string());
+            let figure = if p.covisit_served.is_some() {
+                format!("at most {:.4}", t.high)
+            } else if t.high - t.low < 5e-5 {
+                format!("{:.4}", t.low)
+            } else {
+                format!("{:.4} to {:.4}", t.low, t.high)
+            };
+            let known = if p.transfers_known_windows < summary.scored_windows {
+                format!(
+                    " ({} of {} windows)",
+                    p.transfers_known_windows, summary.scored_windows
+                )
+            } else {
+                String::new()
+            };
+            out.push_str(&format!(
+                "{} (interval {interval}): cross-node transfers per token and layer {figure}{known}, read off the co-visit counts\n",
+                p.name
+            ));
+        }
     }
     for p in &summary.policies {
         if let Some(served) = p.covisit_served {
