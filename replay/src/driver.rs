@@ -222,9 +222,13 @@ impl Replay {
                     vs_eplb_at_equal_budget: None,
                     covisit_served: (t.covisit_scored > 0)
                         .then(|| t.covisit_served / t.covisit_scored as f64),
-                    transfers_per_token: (t.transfers_known > 0).then(|| TrafficRange {
-                        low: t.transfers_low / t.transfers_known as f64,
-                        high: t.transfers_high / t.transfers_known as f64,
+                    transfers_per_token: (t.transfers_known > 0).then(|| {
+                        let known = t.transfers_known as f64;
+                        TrafficRange {
+                            low: t.transfers_low / known,
+                            high: t.transfers_high / known,
+                            estimate: t.transfers_estimate.map(|sum| sum / known),
+                        }
                     }),
                     transfers_known_windows: t.transfers_known,
                 }

@@ -4,6 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Cross-node transfers per token and layer: the provable range and, where
+/// the plan allows, the estimate (`ballast_solver::covisit::traffic`).
+pub use ballast_solver::covisit::Interval as TrafficRange;
+
 /// One run's figures for one window.
 ///
 /// The plan scored is the one in force *during* this window, made from
@@ -50,13 +54,6 @@ pub struct WindowRecord {
     /// plan spreads an expert's any-token replicas over several nodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transfers_per_token: Option<TrafficRange>,
-}
-
-/// A figure known to lie between `low` and `high`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct TrafficRange {
-    pub low: f64,
-    pub high: f64,
 }
 
 /// `summary.json`: one entry per run, in the order of `--policy` and, within

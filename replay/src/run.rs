@@ -14,7 +14,7 @@ use ballast_solver::{
 };
 use thiserror::Error;
 
-use crate::record::{Hotspot, Series, TrafficRange, WindowRecord};
+use crate::record::{Hotspot, Series, WindowRecord};
 use crate::spec::{Interval, Planner, PolicySpec};
 
 /// Fixed facts every run shares.
@@ -60,6 +60,7 @@ pub struct Totals {
     /// Sums of [`WindowRecord::transfers_per_token`] and their count.
     pub transfers_low: f64,
     pub transfers_high: f64,
+    pub transfers_estimate: Option<f64>,
     pub transfers_known: u64,
 }
 
@@ -143,13 +144,18 @@ impl Run {
             }
             if let Ok(traffic) = covisit::cross_node_traffic(topology, load, plan) {
                 let range = traffic.transfers_per_token;
-                record.transfers_per_token = Some(TrafficRange {
-                    low: range.low,
-                    high: range.high,
-                });
-                self.totals.transfers_low += range.low;
-                self.totals.transfers_high += range.high;
-                self.totals.transfers_known += 1;
+                record.transfers_per_token = Some(range);
+                let t = &mut self.totals;
+                t.transfers_low += range.low;
+                t.transfers_high += range.high;
+                t.transfers_known += 1;
+                // A run's estimate holds only if every window had one.
+                t.transfers_estimate =
+                    match (t.transfers_known, t.transfers_estimate, range.estimate) {
+                        (1, _, e) => e,
+                        (_, Some(sum), Some(e)) => Some(sum + e),
+                        _ => None,
+                    };
             }
             record.experienced_imbalance = Some(experienced);
             record.experienced_imbalance_optimal_routing = Some(routed);

@@ -154,7 +154,7 @@ proptest! {
 
     /// The traffic read off the counts brackets the nodes the tokens really
     /// visit (each at its experts' home nodes), exactly when a node holds
-    /// one group.
+    /// one group, and its estimate is close to them.
     #[test]
     fn cross_node_traffic_brackets_what_the_tokens_visit(
         seed in 0u64..1000,
@@ -190,6 +190,13 @@ proptest! {
         let truth = visits as f64 / tokens as f64;
         let v = traffic.nodes_per_token;
         prop_assert!(v.low - EPS <= truth && truth <= v.high + EPS, "{} not in {:?}", truth, v);
+        // The estimate's one assumption holds closely for a gate like
+        // DeepSeek's: within 2 % while the range spans 10-25 %.
+        if let Some(estimate) = v.estimate {
+            prop_assert!((estimate / truth - 1.0).abs() < 0.02, "estimate {} against {}", estimate, truth);
+        }
+        // One group per node has an estimate; four per node have none.
+        prop_assert_eq!(v.estimate.is_some(), t.num_groups() <= 2 * nodes);
         let transfers = traffic.transfers_per_token;
         prop_assert!((transfers.high - v.high * (1.0 - 1.0 / nodes as f64)).abs() < EPS);
         if t.num_groups() == nodes {

@@ -87,6 +87,27 @@ fn ratio(value: f64) -> String {
     format!("{value:.4}")
 }
 
+/// Cross-node transfers per token and layer as the summaries print them:
+/// the estimate with the provable range, or the range alone. `at_home`: the
+/// plan has co-visit replicas, which can only lower the figure.
+fn transfers_text(range: &ballast_solver::covisit::Interval, at_home: bool) -> String {
+    const HOME: &str = "at the home nodes, which co-visit replicas only lower";
+    match (range.is_exact(), range.estimate, at_home) {
+        (true, _, false) => format!("{:.4}", range.low),
+        (true, _, true) => format!("at most {:.4} ({HOME})", range.low),
+        (false, Some(estimate), false) => format!(
+            "about {estimate:.4} (provably {:.4} to {:.4})",
+            range.low, range.high
+        ),
+        (false, Some(estimate), true) => format!(
+            "about {estimate:.4} {HOME} (provably at most {:.4})",
+            range.high
+        ),
+        (false, None, false) => format!("{:.4} to {:.4}", range.low, range.high),
+        (false, None, true) => format!("at most {:.4} ({HOME})", range.high),
+    }
+}
+
 /// How far `value` is above `bound`, in percent.
 fn gap_percent(value: f64, bound: f64) -> String {
     format!("{:+.3} %", (value / bound - 1.0) * 100.0)

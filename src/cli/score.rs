@@ -8,7 +8,7 @@ use clap::Args;
 use serde::Serialize;
 
 use super::error::{CliError, Problem};
-use super::{io, ratio, Report};
+use super::{io, ratio, transfers_text, Report};
 
 #[derive(Debug, Args)]
 pub struct ScoreArgs {
@@ -98,27 +98,12 @@ impl CrossNode {
         match self {
             CrossNode::Known {
                 traffic,
-                exact,
                 at_home_nodes,
-            } => {
-                let range = |i: ballast_solver::covisit::Interval| {
-                    if *exact {
-                        format!("{:.4}", i.low)
-                    } else {
-                        format!("{:.4} to {:.4}", i.low, i.high)
-                    }
-                };
-                format!(
-                    "cross-node transfers per token and layer {}{} (nodes visited {}; tokens start on every node alike)",
-                    if *at_home_nodes { "at most " } else { "" },
-                    if *at_home_nodes {
-                        format!("{:.4}", traffic.transfers_per_token.high)
-                    } else {
-                        range(traffic.transfers_per_token)
-                    },
-                    range(traffic.nodes_per_token),
-                )
-            }
+                ..
+            } => format!(
+                "cross-node transfers per token and layer {}; read off the co-visit counts, tokens starting on every node alike",
+                transfers_text(&traffic.transfers_per_token, *at_home_nodes)
+            ),
             CrossNode::Unknown { unknown } => format!("cross-node transfers: unknown ({unknown})"),
         }
     }

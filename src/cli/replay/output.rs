@@ -12,7 +12,7 @@ use serde::Serialize;
 use tempfile::TempDir;
 
 use crate::cli::error::{CliError, Problem};
-use crate::cli::{gap_percent, ratio};
+use crate::cli::{gap_percent, ratio, transfers_text};
 
 /// The files a report directory holds; a directory holding anything else is
 /// not replaced.
@@ -45,6 +45,7 @@ struct CsvRow<'a> {
     covisit_served: Option<f64>,
     transfers_per_token_low: Option<f64>,
     transfers_per_token_high: Option<f64>,
+    transfers_per_token_estimate: Option<f64>,
 }
 
 impl ReportDir {
@@ -103,6 +104,7 @@ impl ReportDir {
                 covisit_served: r.covisit_served,
                 transfers_per_token_low: r.transfers_per_token.map(|t| t.low),
                 transfers_per_token_high: r.transfers_per_token.map(|t| t.high),
+                transfers_per_token_estimate: r.transfers_per_token.and_then(|t| t.estimate),
             };
             self.windows.serialize(row).map_err(|e| self.csv_error(e))?;
         }
@@ -221,13 +223,7 @@ pub fn table(summary: &Summary, source: &str) -> String {
     for p in &summary.policies {
         if let Some(t) = p.transfers_per_token {
             let interval = p.interval.map_or("never".to_owned(), |n| n.to_string());
-            let figure = if p.covisit_served.is_some() {
-                format!("at most {:.4}", t.high)
-            } else if t.high - t.low < 5e-5 {
-                format!("{:.4}", t.low)
-            } else {
-                format!("{:.4} to {:.4}", t.low, t.high)
-            };
+            let figure = transfers_text(&t, p.covisit_served.is_some());
             let known = if p.transfers_known_windows < summary.scored_windows {
                 format!(
                     " ({} of {} windows)",
