@@ -386,7 +386,12 @@ fn covisit_plans_are_scoped_bounded_and_scored_under_the_rule() {
         .arg(&topology)
         .arg("--trace")
         .arg(&trace)
-        .args(["--policy", "optimal:previous", "--policy", "optimal-covisit:previous"])
+        .args([
+            "--policy",
+            "optimal:previous",
+            "--policy",
+            "optimal-covisit:previous",
+        ])
         .arg("--report")
         .arg(&report)
         .assert()
