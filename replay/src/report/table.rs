@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use crate::record::Summary;
+use crate::record::{RunSummary, Summary};
 
 /// What a figure that does not exist (`None`, NaN) reads as.
 pub(super) const MISSING: &str = "—";
@@ -94,6 +94,7 @@ pub(super) fn summary_table(summary: &Summary) -> String {
     let with_bytes =
         summary.expert_bytes.is_some() || runs.iter().any(|r| r.bytes_per_window.is_some());
     let with_eplb = runs.iter().any(|r| r.eplb_at_equal_budget.is_some());
+    let with_transfers = runs.iter().any(|r| r.transfers_per_token.is_some());
     let mut html = String::from("<section id=\"summary\">\n<h2>Summary</h2>\n");
     if runs.is_empty() {
         html.push_str("<p class=\"note\">No policy was replayed.</p>\n</section>\n");
@@ -112,6 +113,9 @@ pub(super) fn summary_table(summary: &Summary) -> String {
         headers.push(("", "bytes / window"));
     }
     headers.push(("", "plan ms"));
+    if with_transfers {
+        headers.push(("", "cross-node transfers / token"));
+    }
     if with_eplb {
         headers.push(("", "EPLB at equal budget"));
         headers.push(("", "vs EPLB"));
@@ -147,6 +151,9 @@ pub(super) fn summary_table(summary: &Summary) -> String {
             );
         }
         let _ = write!(html, "<td>{}</td>", fixed(run.plan_ms, 1));
+        if with_transfers {
+            let _ = write!(html, "<td>{}</td>", transfers(run));
+        }
         if with_eplb {
             let ratio = run.vs_eplb_at_equal_budget.filter(|r| r.is_finite());
             let class = match ratio {
@@ -170,8 +177,33 @@ pub(super) fn summary_table(summary: &Summary) -> String {
              re-load rate, interpolated over EPLB's interval sweep; vs EPLB below 1 is better.</p>\n",
         );
     }
+    if with_transfers {
+        html.push_str(
+            "<p class=\"note\">Cross-node transfers per token and layer, read off the windows' \
+             co-visit counts: the estimate, or the provable range where there is none; \
+             &le; for co-visit plans (counted at the home nodes, which co-visit replicas only \
+             lower).</p>\n",
+        );
+    }
     html.push_str("</section>\n");
     html
+}
+
+/// A run's cross-node transfers per token for the table.
+fn transfers(run: &RunSummary) -> String {
+    let Some(t) = run.transfers_per_token else {
+        return MISSING.to_owned();
+    };
+    let figure = match t.estimate {
+        Some(estimate) => fixed(estimate, 3),
+        None if t.is_exact() => fixed(t.low, 3),
+        None => format!("{}–{}", fixed(t.low, 3), fixed(t.high, 3)),
+    };
+    if run.covisit_served.is_some() {
+        format!("&le; {figure}")
+    } else {
+        figure
+    }
 }
 
 #[cfg(test)]

@@ -298,3 +298,27 @@ fn hundreds_of_runs_get_a_legend_that_grows_down() {
         .contains("greedy never"));
     assert!(large.len() < 3_000_000, "{}", large.len());
 }
+
+#[test]
+fn cross_node_transfers_get_a_column_when_known() {
+    let mut data = data(3, 20, 2, 2);
+    let html = render_html(&data);
+    assert!(!html.contains("cross-node transfers / token"));
+    let range = |low, high, estimate| crate::TrafficRange {
+        low,
+        high,
+        estimate,
+    };
+    let runs = &mut data.summary.policies;
+    runs[0].transfers_per_token = Some(range(2.2, 2.6, Some(2.4491)));
+    runs[1].transfers_per_token = Some(range(2.1, 2.4, Some(2.3226)));
+    runs[1].covisit_served = Some(0.16);
+    let html = render_html(&data);
+    let table = &html[html.find("<table>").unwrap()..html.find("</table>").unwrap()];
+    assert!(table.contains("<th>cross-node transfers / token</th>"));
+    assert!(table.contains("<td>2.449</td>"), "{table}");
+    assert!(table.contains("<td>&le; 2.323</td>"), "{table}");
+    // The third run had no counts.
+    let third = table.split("<tr>").nth(4).unwrap();
+    assert_eq!(third.matches("<td>—</td>").count(), 1, "{third}");
+}

@@ -241,8 +241,9 @@ pub fn table(summary: &Summary, source: &str) -> String {
     for p in &summary.policies {
         if let Some(served) = p.covisit_served {
             out.push_str(&format!(
-                "{}: co-visit replicas served {:.2}% of token assignments, all on nodes the tokens visited anyway (no added cross-node transfer)\n",
+                "{} (interval {}): co-visit replicas served {:.2}% of token assignments, all on nodes the tokens visited anyway (no added cross-node transfer)\n",
                 p.name,
+                p.interval.map_or("never".to_owned(), |n| n.to_string()),
                 served * 100.0
             ));
         }
