@@ -23,12 +23,11 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use ballast_solver::covisit::{cross_node_traffic, Interval};
-use ballast_solver::{model_bounds, solve, LoadMatrix, PlanError, PlanOptions, Policy, Topology};
+use ballast_solver::{model_bounds, solve, PlanError, PlanOptions, Policy, Topology};
 use ballast_worker::agent::plans::PlanUpdate;
-use ballast_worker::agent::window::covisit_counts;
 use ballast_worker::moe::dispatch::{dispatch, fp8_dispatch_bytes, home_transfers_of, NodeTraffic};
 use ballast_worker::moe::{DispatchMode, MoeConfig};
-use ballast_worker::traffic::{Batch, Skew, TrafficGenerator, TrafficSpec};
+use ballast_worker::traffic::{load_with_covisit, Batch, Skew, TrafficGenerator, TrafficSpec};
 
 struct Args {
     seeds: u64,
@@ -131,31 +130,6 @@ struct Row {
     covisit: Option<(f64, f64, Measured)>,
 }
 
-/// Load and co-visit counts of `batches`, as a worker with `--covisit`
-/// reports them.
-fn load_of(topology: &Topology, config: &MoeConfig, batches: &[Batch]) -> Result<LoadMatrix> {
-    let (layers, experts, groups) = (
-        topology.num_layers(),
-        config.num_experts(),
-        config.num_groups(),
-    );
-    let mut load = vec![vec![0.0; experts]; layers];
-    let mut covisit = vec![vec![vec![0.0; groups]; experts]; layers];
-    for batch in batches {
-        for (l, routing) in batch.routings.iter().enumerate() {
-            for (e, c) in routing.expert_counts().into_iter().enumerate() {
-                load[l][e] += c as f64;
-            }
-            for (e, row) in covisit_counts(routing, groups).into_iter().enumerate() {
-                for (k, c) in row.into_iter().enumerate() {
-                    covisit[l][e][k] += c as f64;
-                }
-            }
-        }
-    }
-    Ok(LoadMatrix::new(load, topology)?.with_covisit(covisit, topology)?)
-}
-
 fn main() -> Result<()> {
     let args = parse_args()?;
     let path = concat!(
@@ -211,7 +185,7 @@ fn main() -> Result<()> {
         };
         let mut generator = TrafficGenerator::new(&config, spec.clone())?;
         let planned: Vec<Batch> = (0..args.batches).map(|_| generator.next_batch()).collect();
-        let load = load_of(&topology, &config, &planned)?;
+        let load = load_with_covisit(&topology, &planned)?;
         let bounds = model_bounds(&topology, &load);
         let bound_local = bounds
             .node_local
@@ -226,7 +200,7 @@ fn main() -> Result<()> {
         )?;
         let batch = fresh.next_batch();
         // What `ballast score` reads off the fresh batch's own counts.
-        let fresh_load = load_of(&topology, &config, std::slice::from_ref(&batch))?;
+        let fresh_load = load_with_covisit(&topology, std::slice::from_ref(&batch))?;
         let estimate = |plan: &ballast_solver::Plan| {
             cross_node_traffic(&topology, &fresh_load, plan)
                 .ok()

@@ -21,6 +21,9 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
+use ballast_solver::{LoadMatrix, ParseError, Topology};
+
+use crate::agent::window::covisit_counts;
 use crate::error::ConfigError;
 use crate::matrix::Matrix;
 use crate::moe::config::MoeConfig;
@@ -76,6 +79,41 @@ impl Batch {
     pub fn logical_load(&self) -> Vec<Vec<u64>> {
         self.routings.iter().map(|r| r.expert_counts()).collect()
     }
+}
+
+/// The load and co-visit counts of `batches` summed, as the workers of a
+/// cluster report them with `--covisit` (experts in `topology`'s groups).
+pub fn load_with_covisit(topology: &Topology, batches: &[Batch]) -> Result<LoadMatrix, ParseError> {
+    let (layers, experts, groups) = (
+        topology.num_layers(),
+        topology.num_logical_experts(),
+        topology.num_groups(),
+    );
+    let mut load = vec![vec![0.0; experts]; layers];
+    let mut covisit = vec![vec![vec![0.0; groups]; experts]; layers];
+    for batch in batches {
+        for (l, routing) in batch.routings.iter().enumerate().take(layers) {
+            if routing.num_experts() != experts {
+                return Err(ParseError::Layer {
+                    field: "load",
+                    layer: l,
+                    detail: format!(
+                        "the batch routes {} experts, topology has {experts}",
+                        routing.num_experts()
+                    ),
+                });
+            }
+            for (e, c) in routing.expert_counts().into_iter().enumerate() {
+                load[l][e] += c as f64;
+            }
+            for (e, row) in covisit_counts(routing, groups).into_iter().enumerate() {
+                for (k, c) in row.into_iter().enumerate() {
+                    covisit[l][e][k] += c as f64;
+                }
+            }
+        }
+    }
+    LoadMatrix::new(load, topology)?.with_covisit(covisit, topology)
 }
 
 /// The generator; call [`next_batch`](Self::next_batch) once per step.

@@ -502,10 +502,9 @@ use ballast_solver::plan::ANY_TOKEN;
 use ballast_solver::{solve, LoadMatrix, Plan, PlanError, PlanOptions, Policy, Topology};
 use ballast_worker::agent::model::{moe_config, ModelOptions};
 use ballast_worker::agent::plans::PlanUpdate;
-use ballast_worker::agent::window::covisit_counts;
 use ballast_worker::moe::dispatch::{dispatch, fp8_dispatch_bytes};
 use ballast_worker::moe::{DispatchMode, MoeConfig};
-use ballast_worker::traffic::{Skew, TrafficGenerator, TrafficSpec};
+use ballast_worker::traffic::{load_with_covisit, Skew, TrafficGenerator, TrafficSpec};
 
 /// 4 nodes x 2 GPUs x 5 slots: 40 slots for 32 experts in 8 groups (2 per
 /// node); tokens pick 8 experts in 4 groups, so they visit 2-4 nodes.
@@ -672,31 +671,9 @@ fn node_local_counterpart(topology: &Topology, plan: &Plan) -> Plan {
 fn covisit_dispatch_never_adds_cross_node_transfers() {
     let topology = covisit_topology();
     let config = covisit_config(&topology);
-    let (layers, experts, groups) = (
-        topology.num_layers(),
-        topology.num_logical_experts(),
-        topology.num_groups(),
-    );
     let mut generator = TrafficGenerator::new(&config, traffic_spec(&topology, 0)).unwrap();
-    let mut load = vec![vec![0.0; experts]; layers];
-    let mut covisit = vec![vec![vec![0.0; groups]; experts]; layers];
-    for _ in 0..2 {
-        let batch = generator.next_batch();
-        for (l, routing) in batch.routings.iter().enumerate() {
-            for (e, c) in routing.expert_counts().into_iter().enumerate() {
-                load[l][e] += c as f64;
-            }
-            for (e, row) in covisit_counts(routing, groups).into_iter().enumerate() {
-                for (k, c) in row.into_iter().enumerate() {
-                    covisit[l][e][k] += c as f64;
-                }
-            }
-        }
-    }
-    let load = LoadMatrix::new(load, &topology)
-        .unwrap()
-        .with_covisit(covisit, &topology)
-        .unwrap();
+    let batches = [generator.next_batch(), generator.next_batch()];
+    let load = load_with_covisit(&topology, &batches).unwrap();
     let local = solve(&topology, &load, &PlanOptions::default()).unwrap();
     let options = PlanOptions {
         policy: Policy::OptimalCovisit,
