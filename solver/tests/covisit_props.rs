@@ -7,7 +7,8 @@ mod support;
 use ballast_solver::covisit::{
     cross_node_traffic, safe_share, score_under_rule, served_by_covisit,
 };
-use ballast_solver::plan::ANY_TOKEN;
+use ballast_solver::migration::migrations_per_layer;
+use ballast_solver::plan::{Plan, ANY_TOKEN};
 use ballast_solver::score::score;
 use ballast_solver::{model_bounds, solve, LoadMatrix, PlanOptions, Policy, Topology};
 use proptest::prelude::*;
@@ -20,6 +21,20 @@ fn topology(nodes: usize, gpus: usize, slots: usize) -> Topology {
             "num_nodes": {nodes}, "gpus_per_node": {gpus}, "slots_per_gpu": {slots}}}"#
     ))
     .unwrap()
+}
+
+/// The node of each group's any-token replicas in one layer.
+fn group_homes(t: &Topology, plan: &Plan, layer: usize) -> Vec<usize> {
+    let mut home = vec![usize::MAX; t.num_groups()];
+    for (slot, &e) in plan.layer(layer).iter().enumerate() {
+        if plan
+            .replica_scope()
+            .is_none_or(|s| s[layer][slot] == ANY_TOKEN)
+        {
+            home[t.group_of_expert(e as usize)] = slot / t.slots_per_node();
+        }
+    }
+    home
 }
 
 fn covisit_options() -> PlanOptions {
@@ -147,6 +162,50 @@ proptest! {
             prop_assert!(again.stats.model_imbalance < stats.model_imbalance - EPS);
         }
     }
+}
+
+/// A re-plan on a drifted load climbs the migration ladder from the plan in
+/// force: it stays within the balance tolerance of a fresh plan on that load
+/// and, in the layers that keep their group split, re-loads few slots.
+#[test]
+fn replans_on_a_drifted_load_move_few_slots() {
+    let (mut moved, mut slots) = (0, 0);
+    for seed in 0..24u64 {
+        let shape = [(4, 2, 5), (4, 2, 6), (2, 4, 5)][seed as usize % 3];
+        let t = topology(shape.0, shape.1, shape.2);
+        let mut rng = support::Rng::new(seed);
+        let mut popularity = support::popularity(&t, 0.8, 0.5, &mut rng);
+        let first = support::route(&t, &popularity, 2000, (4, 6), &mut rng);
+        for layer in &mut popularity {
+            for p in layer.iter_mut() {
+                *p += 0.05 * rng.normal();
+            }
+        }
+        let next = support::route(&t, &popularity, 2000, (4, 6), &mut rng);
+        let previous = solve(&t, &first, &covisit_options()).unwrap().plan;
+        let fresh = solve(&t, &next, &covisit_options()).unwrap();
+        let replan = solve(
+            &t,
+            &next,
+            &PlanOptions {
+                previous: Some(previous.clone()),
+                ..covisit_options()
+            },
+        )
+        .unwrap();
+        assert!(replan.stats.model_imbalance <= fresh.stats.model_imbalance * (1.0 + 0.005) + EPS);
+        let per_layer = migrations_per_layer(&t, &previous, &replan.plan);
+        for (l, &m) in per_layer.iter().enumerate() {
+            if group_homes(&t, &previous, l) == group_homes(&t, &replan.plan, l) {
+                moved += m;
+                slots += t.num_slots();
+            }
+        }
+    }
+    // 7.9 % with the ladder; 10.3 % when the co-visit re-plan had only the
+    // spare-slot repair and re-packed nodes.
+    let fraction = moved as f64 / slots as f64;
+    assert!(slots > 0 && fraction <= 0.09, "{moved} of {slots} slots");
 }
 
 proptest! {

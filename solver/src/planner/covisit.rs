@@ -21,10 +21,14 @@
 //!
 //! Migration-aware: with a previous plan each layer has candidates — the
 //! previous placement re-routed, a repair that re-decides only the spare
-//! slots, a re-plan on the split in force and one on the best split (GPUs
-//! matched to the previous ones) — and one candidate per layer is chosen for
+//! slots, the migration ladder of the split in force ([`mod@ladder`]: node
+//! repairs from the placement in force to tighter and tighter targets), a
+//! re-plan on the split in force and one on the best split (GPUs matched to
+//! the previous ones) — and one candidate per layer is chosen for
 //! the whole model: fewest migrations while the sum of the layers' largest
 //! GPU loads stays within the balance tolerance of the best candidates'.
+
+mod ladder;
 
 use std::time::Instant;
 
@@ -38,11 +42,13 @@ use crate::bound::{self, Replication};
 use crate::covisit::{
     covisit_bound_load, route_layer, CovisitSplits, LayerRouting, SinkArcs, SplitCaps,
 };
+use crate::knapsack;
 use crate::load::LoadMatrix;
 use crate::migration::row_migrations;
 use crate::plan::{Plan, ANY_TOKEN};
 use crate::routing::flow::FlowNetwork;
 use crate::topology::Topology;
+use ladder::Replicas;
 
 /// Packings routed per split (the lowest packed loads): measured, routing
 /// rarely changes their order, and it costs ten times a packing.
@@ -266,6 +272,9 @@ impl Context<'_> {
                 ));
                 let repaired = self.repair(row, covisit, split, previous.row, buffers);
                 candidates.push((row_migrations(&repaired.phy2log, previous.row, s), repaired));
+                for rung in self.ladder(row, &caps, previous.row, buffers) {
+                    candidates.push((row_migrations(&rung.phy2log, previous.row, s), rung));
+                }
             }
             if split != best_split {
                 let mut same = self.plan_with_split(row, covisit, split, buffers);
@@ -498,6 +507,44 @@ impl Context<'_> {
         }
     }
 
+    /// The migration ladders of the split in force, routed: one over the
+    /// co-visit replicas the placement holds, one over any.
+    fn ladder(
+        &self,
+        row: &[f64],
+        caps: &SplitCaps,
+        previous: &[u32],
+        buffers: &mut Buffers,
+    ) -> Vec<Candidate> {
+        let t = self.topology;
+        let spare = t
+            .slots_per_node()
+            .saturating_sub(t.num_logical_experts() / t.num_nodes());
+        let held = ladder::held_pairs(t, caps, previous);
+        let mut rungs = Vec::new();
+        for replicas in [Replicas::Kept, Replicas::Any] {
+            let flows = ladder::ladder_flows(
+                caps,
+                row,
+                &self.splits.node_speed,
+                &held,
+                replicas,
+                spare,
+                &mut buffers.network,
+            );
+            for (phy2log, packed_load) in ladder::ladder(t, caps, row, &flows, previous) {
+                let routing =
+                    route_layer(t, row, caps, &phy2log, packed_load, &mut buffers.network);
+                rungs.push(Candidate {
+                    phy2log,
+                    packed_load,
+                    routing,
+                });
+            }
+        }
+        rungs
+    }
+
     /// Renumbers each node's GPUs of `candidate` so that each keeps as many
     /// experts of a previous GPU as it can (greedy matching by overlap),
     /// then re-routes it (speeds may differ between GPUs).
@@ -613,40 +660,42 @@ fn node_flows(
 /// One candidate per layer for the whole model: fewest migrations while
 /// the sum of the layers' largest GPU loads (the model imbalance's
 /// numerator) stays within `tolerance` of the best candidates' sum, as the
-/// optimal policy's re-plan chooses. Greedy on migrations per unit of load
-/// saved, starting from each layer's fewest migrations.
+/// optimal policy's re-plan chooses (the same exact knapsack). Each layer's
+/// least-load candidate meets the budget, so no optimum moves more than
+/// the cheapest of those, which bounds the table.
 fn choose(layers: &[LayerOutcome], tolerance: f64) -> Vec<usize> {
-    let load = |l: usize, c: usize| layers[l].candidates[c].1.routing.max_load;
-    let moves = |l: usize, c: usize| layers[l].candidates[c].0;
-    let best: f64 = layers.iter().map(|l| l.fresh_load).sum();
-    let budget = best * (1.0 + tolerance);
-    let mut pick: Vec<usize> = (0..layers.len())
+    let budget: f64 = layers.iter().map(|l| l.fresh_load).sum::<f64>() * (1.0 + tolerance);
+    let most: usize = layers
+        .iter()
         .map(|l| {
-            (0..layers[l].candidates.len())
-                .min_by(|&a, &b| {
-                    moves(l, a)
-                        .cmp(&moves(l, b))
-                        .then(load(l, a).total_cmp(&load(l, b)))
-                })
+            l.candidates
+                .iter()
+                .filter(|(_, c)| c.routing.max_load <= l.fresh_load)
+                .map(|&(moves, _)| moves)
+                .min()
                 .unwrap_or(0)
         })
+        .sum();
+    let items: Vec<Vec<(f64, usize)>> = layers
+        .iter()
+        .map(|l| {
+            l.candidates
+                .iter()
+                .map(|(moves, c)| (c.routing.max_load, *moves))
+                .collect()
+        })
         .collect();
-    let mut total: f64 = (0..layers.len()).map(|l| load(l, pick[l])).sum();
-    while total > budget {
-        let step = (0..layers.len())
-            .flat_map(|l| (0..layers[l].candidates.len()).map(move |c| (l, c)))
-            .filter(|&(l, c)| load(l, c) < load(l, pick[l]))
-            .map(|(l, c)| {
-                let saved = load(l, pick[l]) - load(l, c);
-                let extra = moves(l, c) as f64 - moves(l, pick[l]) as f64;
-                (extra.max(0.0) / saved, l, c)
+    knapsack::fewest_migrations(&items, budget, most).unwrap_or_else(|| {
+        // Only rounding can leave no choice: each layer's lightest.
+        items
+            .iter()
+            .map(|c| {
+                (0..c.len())
+                    .min_by(|&a, &b| c[a].0.total_cmp(&c[b].0))
+                    .unwrap_or(0)
             })
-            .min_by(|a, b| a.0.total_cmp(&b.0));
-        let Some((_, l, c)) = step else { break };
-        total += load(l, c) - load(l, pick[l]);
-        pick[l] = c;
-    }
-    pick
+            .collect()
+    })
 }
 
 /// The node-level optimum's flows, keeping per node only the `budget`

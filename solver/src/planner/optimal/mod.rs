@@ -61,6 +61,10 @@ use fresh::{FreshPlanner, LayerSolution};
 use replan::{Candidate, Replanner};
 use unit::Layout;
 
+// The co-visit planner repairs its nodes with the same machinery.
+pub(super) use problem::NodeProblem;
+pub(super) use replan::Repairer;
+
 /// One planning request.
 #[derive(Debug, Clone)]
 pub(crate) struct Request<'a> {

@@ -46,11 +46,11 @@ mod relabel;
 mod repair;
 
 pub(super) use frontier::work_per_curve;
+pub(crate) use repair::Repairer;
 
 use frontier::frontier;
 use group_assign::GroupModel;
 use min_moves::min_moves;
-use repair::Repairer;
 
 use crate::bound::Replication;
 use crate::knapsack;
