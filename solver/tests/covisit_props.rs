@@ -202,7 +202,7 @@ fn replans_on_a_drifted_load_move_few_slots() {
             }
         }
     }
-    // 7.9 % with the ladder; 10.3 % when the co-visit re-plan had only the
+    // 8.1 % with the ladder; 10.3 % when the co-visit re-plan had only the
     // spare-slot repair and re-packed nodes.
     let fraction = moved as f64 / slots as f64;
     assert!(slots > 0 && fraction <= 0.09, "{moved} of {slots} slots");
