@@ -531,8 +531,9 @@ struct WindowKey<'a> {
     bucket: i64,
 }
 
-/// Adds a batch's sum into a cluster load window, one row per layer (the
-/// caller holds the cluster lock).
+/// Adds a batch's sum into a cluster load window: its load rows and, when
+/// the batch carried them, its co-visit rows (the caller holds the cluster
+/// lock).
 async fn add_to_load_window(
     tx: &mut WriteTx<'_>,
     window: &WindowKey<'_>,
@@ -540,122 +541,156 @@ async fn add_to_load_window(
     now_ms: i64,
 ) -> StoreResult<()> {
     let layers = batch.layers;
-    let sum = &mut batch.load;
-    let width = sum.len() / layers.max(1);
-    let existing = sqlx::query(
-        "SELECT layer, windows, load FROM load_window_layers
-         WHERE cluster = $1 AND lineage = $2 AND bucket = $3",
-    )
-    .bind(window.cluster)
-    .bind(window.lineage)
-    .bind(window.bucket)
-    .fetch_all(&mut *tx.tx)
-    .await?;
-    let mut before = 0;
-    for row in &existing {
-        let layer = to_usize("layer", row.try_get("layer")?)?;
-        let blob: Vec<u8> = row.try_get("load")?;
-        let Some(values) = sum.get_mut(layer * width..(layer + 1) * width) else {
-            return Err(StoreError::Corrupt {
-                what: "load window",
-                detail: format!("layer {layer} is outside {layers} layers"),
-            });
-        };
-        load_codec::add_into(&blob, values)?;
-        before = to_usize("window count", row.try_get("windows")?)?;
-    }
-    for (layer, values) in sum.chunks(width.max(1)).enumerate() {
-        sqlx::query(
-            "INSERT INTO load_window_layers (cluster, lineage, bucket, layer, windows, load, updated_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (cluster, lineage, bucket, layer)
-             DO UPDATE SET windows = excluded.windows, load = excluded.load, updated_at_ms = excluded.updated_at_ms",
-        )
-        .bind(window.cluster)
-        .bind(window.lineage)
-        .bind(window.bucket)
-        .bind(layer as i64)
-        .bind((before + batch.windows) as i64)
-        .bind(load_codec::encode(values))
-        .bind(now_ms)
-        .execute(&mut *tx.tx)
-        .await?;
-    }
+    let experts = batch.load.len() / layers.max(1);
+    let load = RowsAdded {
+        table: RowTable::Load,
+        rows: &mut batch.load,
+        width: experts,
+        windows: batch.windows,
+    };
+    add_rows(tx, window, load, now_ms).await?;
     if let Some(covisit) = &batch.covisit {
-        add_covisit(
-            tx,
-            window,
-            layers,
-            width,
-            batch.covisit_windows,
-            covisit,
-            now_ms,
-        )
-        .await?;
+        let groups = covisit.len() / (layers * experts).max(1);
+        // Transposed from `L x E x K` to (layer, group) rows of E values.
+        let mut rows = vec![0.0; covisit.len()];
+        for (i, &v) in covisit.iter().enumerate() {
+            let (row, group) = (i / groups, i % groups);
+            let (layer, expert) = (row / experts, row % experts);
+            rows[(layer * groups + group) * experts + expert] = v;
+        }
+        let counts = RowsAdded {
+            table: RowTable::Covisit { groups },
+            rows: &mut rows,
+            width: experts,
+            windows: batch.covisit_windows,
+        };
+        add_rows(tx, window, counts, now_ms).await?;
     }
     Ok(())
 }
 
-/// Adds a batch's co-visit sum (`L x E x K`, from `windows` worker windows)
-/// into a cluster load window's co-visit rows, one per (layer, group).
-async fn add_covisit(
+/// The two tables of a cluster load window's rows, each row a blob of
+/// `E` values with the count of worker windows summed into it.
+#[derive(Debug, Clone, Copy)]
+enum RowTable {
+    /// `load_window_layers`: one row per layer.
+    Load,
+    /// `load_window_covisit`: one row per (layer, group).
+    Covisit { groups: usize },
+}
+
+impl RowTable {
+    fn select(self) -> &'static str {
+        match self {
+            RowTable::Load => {
+                "SELECT layer, CAST(0 AS BIGINT) AS grp, windows, load AS blob FROM load_window_layers
+                 WHERE cluster = $1 AND lineage = $2 AND bucket = $3"
+            }
+            RowTable::Covisit { .. } => {
+                "SELECT layer, grp, windows, counts AS blob FROM load_window_covisit
+                 WHERE cluster = $1 AND lineage = $2 AND bucket = $3"
+            }
+        }
+    }
+
+    fn upsert(self) -> &'static str {
+        match self {
+            RowTable::Load => {
+                "INSERT INTO load_window_layers (cluster, lineage, bucket, layer, windows, load, updated_at_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (cluster, lineage, bucket, layer)
+                 DO UPDATE SET windows = excluded.windows, load = excluded.load, updated_at_ms = excluded.updated_at_ms"
+            }
+            RowTable::Covisit { .. } => {
+                "INSERT INTO load_window_covisit (cluster, lineage, bucket, layer, windows, counts, updated_at_ms, grp)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 ON CONFLICT (cluster, lineage, bucket, layer, grp)
+                 DO UPDATE SET windows = excluded.windows, counts = excluded.counts, updated_at_ms = excluded.updated_at_ms"
+            }
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            RowTable::Load => "load window",
+            RowTable::Covisit { .. } => "co-visit counts",
+        }
+    }
+
+    /// Groups per layer: one row each (the load has one row per layer).
+    fn groups(self) -> usize {
+        match self {
+            RowTable::Load => 1,
+            RowTable::Covisit { groups } => groups.max(1),
+        }
+    }
+}
+
+/// A batch's rows for one table, row-major, `width` values each, summed
+/// from `windows` worker windows.
+struct RowsAdded<'a> {
+    table: RowTable,
+    rows: &'a mut [f64],
+    width: usize,
+    windows: usize,
+}
+
+/// Adds `added` into the window's stored rows of its table (a
+/// read-modify-write under the cluster lock).
+async fn add_rows(
     tx: &mut WriteTx<'_>,
     window: &WindowKey<'_>,
-    layers: usize,
-    experts: usize,
-    windows: usize,
-    covisit: &[f64],
+    added: RowsAdded<'_>,
     now_ms: i64,
 ) -> StoreResult<()> {
-    let groups = covisit.len() / (layers * experts).max(1);
-    // Transposed to (layer, group) rows of E values.
-    let mut rows = vec![0.0; covisit.len()];
-    for (i, &v) in covisit.iter().enumerate() {
-        let (row, group) = (i / groups, i % groups);
-        let (layer, expert) = (row / experts, row % experts);
-        rows[(layer * groups + group) * experts + expert] = v;
-    }
-    let existing = sqlx::query(
-        "SELECT layer, grp, windows, counts FROM load_window_covisit
-         WHERE cluster = $1 AND lineage = $2 AND bucket = $3",
-    )
-    .bind(window.cluster)
-    .bind(window.lineage)
-    .bind(window.bucket)
-    .fetch_all(&mut *tx.tx)
-    .await?;
+    let RowsAdded {
+        table,
+        rows,
+        width,
+        windows,
+    } = added;
+    let (groups, width) = (table.groups(), width.max(1));
+    let layers = rows.len() / width / groups;
+    let existing = sqlx::query(table.select())
+        .bind(window.cluster)
+        .bind(window.lineage)
+        .bind(window.bucket)
+        .fetch_all(&mut *tx.tx)
+        .await?;
     let mut before = 0;
     for row in &existing {
         let layer = to_usize("layer", row.try_get("layer")?)?;
         let group = to_usize("group", row.try_get("grp")?)?;
-        let blob: Vec<u8> = row.try_get("counts")?;
-        let at = (layer * groups + group) * experts;
-        let Some(values) = rows.get_mut(at..at + experts).filter(|_| group < groups) else {
+        let at = (layer * groups + group) * width;
+        let Some(values) = rows.get_mut(at..at + width).filter(|_| group < groups) else {
             return Err(StoreError::Corrupt {
-                what: "co-visit counts",
-                detail: format!("row (layer {layer}, group {group}) is outside {layers} layers x {groups} groups"),
+                what: table.what(),
+                detail: match table {
+                    RowTable::Load => format!("layer {layer} is outside {layers} layers"),
+                    RowTable::Covisit { .. } => format!(
+                        "row (layer {layer}, group {group}) is outside {layers} layers x {groups} groups"
+                    ),
+                },
             });
         };
+        let blob: Vec<u8> = row.try_get("blob")?;
         load_codec::add_into(&blob, values)?;
         before = to_usize("window count", row.try_get("windows")?)?;
     }
-    for (i, values) in rows.chunks(experts.max(1)).enumerate() {
-        sqlx::query(
-            "INSERT INTO load_window_covisit (cluster, lineage, bucket, layer, grp, windows, counts, updated_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             ON CONFLICT (cluster, lineage, bucket, layer, grp)
-             DO UPDATE SET windows = excluded.windows, counts = excluded.counts, updated_at_ms = excluded.updated_at_ms",
-        )
-        .bind(window.cluster)
-        .bind(window.lineage)
-        .bind(window.bucket)
-        .bind((i / groups.max(1)) as i64)
-        .bind((i % groups.max(1)) as i64)
-        .bind((before + windows) as i64)
-        .bind(load_codec::encode(values))
-        .bind(now_ms)
-        .execute(&mut *tx.tx)
-        .await?;
+    for (i, values) in rows.chunks(width).enumerate() {
+        let upsert = sqlx::query(table.upsert())
+            .bind(window.cluster)
+            .bind(window.lineage)
+            .bind(window.bucket)
+            .bind((i / groups) as i64)
+            .bind((before + windows) as i64)
+            .bind(load_codec::encode(values))
+            .bind(now_ms);
+        let upsert = match table {
+            RowTable::Load => upsert,
+            RowTable::Covisit { .. } => upsert.bind((i % groups) as i64),
+        };
+        upsert.execute(&mut *tx.tx).await?;
     }
     Ok(())
 }
