@@ -62,19 +62,10 @@ impl Drop for Workers {
     }
 }
 
-/// Starts node `node`'s worker; returns it and its metrics address (read
-/// from its log). Its log lines are echoed with a `[nodeN]` prefix.
+/// Starts node `node`'s worker of `cluster` with `extra` flags; returns it
+/// and its metrics address (read from its log). Its log lines are echoed
+/// with a `[nodeN]` prefix.
 fn start_worker(
-    service: &str,
-    node: usize,
-    dispatch: &str,
-    drift_file: &std::path::Path,
-) -> (Child, String) {
-    start_worker_with(service, CLUSTER, node, dispatch, drift_file, &[])
-}
-
-/// [`start_worker`] for cluster `cluster`, with `extra` flags.
-fn start_worker_with(
     service: &str,
     cluster: &str,
     node: usize,
@@ -222,7 +213,46 @@ impl std::fmt::Display for Phase {
 struct Harness {
     http: reqwest::Client,
     service: String,
+    cluster: String,
     metrics: Vec<String>,
+}
+
+/// A service started with `service_flags` (in a fresh `dir`), the loop's
+/// topology PUT as `cluster`, and one worker per `(dispatch, extra flags)`
+/// entry, node by node.
+async fn start_loop(
+    dir: &std::path::Path,
+    cluster: &str,
+    service_flags: &[&str],
+    nodes: &[(&str, &[&str])],
+) -> (Service, Workers, Harness) {
+    let mut flags = vec!["--window", "1s", "--window-grace", "100ms"];
+    flags.extend_from_slice(service_flags);
+    let running = Service::start(dir, "127.0.0.1:0", &flags).await;
+    let service = running.address.clone();
+    let http = reqwest::Client::new();
+    let r = http
+        .put(format!("{service}/v1/clusters/{cluster}"))
+        .json(&topology())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let drift_file = dir.join("drift");
+    let mut workers = Workers(Vec::new());
+    let mut metrics = Vec::new();
+    for (node, (dispatch, extra)) in nodes.iter().enumerate() {
+        let (child, url) = start_worker(&service, cluster, node, dispatch, &drift_file, extra);
+        workers.0.push(child);
+        metrics.push(url);
+    }
+    let harness = Harness {
+        http,
+        service,
+        cluster: cluster.to_owned(),
+        metrics,
+    };
+    (running, workers, harness)
 }
 
 impl Harness {
@@ -283,7 +313,10 @@ impl Harness {
     async fn rebalance(&self) -> Value {
         let r = self
             .http
-            .post(format!("{}/v1/clusters/{CLUSTER}/rebalance", self.service))
+            .post(format!(
+                "{}/v1/clusters/{}/rebalance",
+                self.service, self.cluster
+            ))
             .send()
             .await
             .unwrap();
@@ -298,7 +331,10 @@ impl Harness {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let r = self
-                .get(&format!("/v1/clusters/{CLUSTER}/plans/{version}/rollout"))
+                .get(&format!(
+                    "/v1/clusters/{}/plans/{version}/rollout",
+                    self.cluster
+                ))
                 .await;
             if r["complete"] == true {
                 return;
@@ -329,44 +365,16 @@ impl Harness {
 async fn plans_balance_the_measured_load_and_follow_drift() {
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    let running = Service::start(
+    // Plan for the newest closed window only, so the re-plan sees the
+    // drifted load as soon as one window closes after the drift.
+    let (running, mut workers, h) = start_loop(
         dir.path(),
-        "127.0.0.1:0",
-        &[
-            "--window",
-            "1s",
-            "--window-grace",
-            "100ms",
-            // Plan for the newest closed window only, so the re-plan sees
-            // the drifted load as soon as one window closes after the drift.
-            "--ewma-alpha",
-            "1.0",
-        ],
+        CLUSTER,
+        &["--ewma-alpha", "1.0"],
+        &[("even", &[]), ("optimal", &[])],
     )
     .await;
-    let service = running.address.clone();
-    let http = reqwest::Client::new();
-    let r = http
-        .put(format!("{service}/v1/clusters/{CLUSTER}"))
-        .json(&topology())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-
     let drift_file = dir.path().join("drift");
-    let mut workers = Workers(Vec::new());
-    let mut metrics = Vec::new();
-    for (node, dispatch) in [(0, "even"), (1, "optimal")] {
-        let (child, url) = start_worker(&service, node, dispatch, &drift_file);
-        workers.0.push(child);
-        metrics.push(url);
-    }
-    let h = Harness {
-        http,
-        service,
-        metrics,
-    };
     h.await_metric("ballast_worker_windows_total{outcome=\"sent\"}", 4.0)
         .await;
 
@@ -777,38 +785,14 @@ struct Transfers {
 /// cross-node transfer counters over [`MEASURE`] under that plan.
 async fn covisit_run(cluster: &str, service_flags: &[&str]) -> Transfers {
     let dir = tempfile::tempdir().unwrap();
-    let mut flags = vec!["--window", "1s", "--window-grace", "100ms"];
-    flags.extend_from_slice(service_flags);
-    let running = Service::start(dir.path(), "127.0.0.1:0", &flags).await;
-    let service = running.address.clone();
-    let http = reqwest::Client::new();
-    let r = http
-        .put(format!("{service}/v1/clusters/{cluster}"))
-        .json(&topology())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let drift_file = dir.path().join("drift");
-    let mut workers = Workers(Vec::new());
-    let mut metrics = Vec::new();
-    for node in 0..2 {
-        let (child, url) = start_worker_with(
-            &service,
-            cluster,
-            node,
-            "share",
-            &drift_file,
-            &["--covisit", "--skew", "lognormal:0.8:0.5"],
-        );
-        workers.0.push(child);
-        metrics.push(url);
-    }
-    let h = Harness {
-        http,
-        service,
-        metrics,
-    };
+    let agent: &[&str] = &["--covisit", "--skew", "lognormal:0.8:0.5"];
+    let (running, workers, h) = start_loop(
+        dir.path(),
+        cluster,
+        service_flags,
+        &[("share", agent), ("share", agent)],
+    )
+    .await;
     h.await_metric("ballast_worker_windows_total{outcome=\"sent\"}", 3.0)
         .await;
     // Until the service's first load window has closed it answers 409.
@@ -832,17 +816,7 @@ async fn covisit_run(cluster: &str, service_flags: &[&str]) -> Transfers {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let version = plan["version"].as_i64().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = h
-            .get(&format!("/v1/clusters/{cluster}/plans/{version}/rollout"))
-            .await;
-        if r["complete"] == true {
-            break;
-        }
-        assert!(Instant::now() < deadline, "plan {version} not applied: {r}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    h.await_acks(version).await;
     let document = h
         .get(&format!("/v1/clusters/{cluster}/plans/{version}"))
         .await;
