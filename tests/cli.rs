@@ -34,6 +34,22 @@ fn path_str(path: &Path) -> &str {
 }
 
 /// Runs `ballast solve` and returns the written plan.
+/// `ballast score --json` of `plan` on `load`, with `extra` flags.
+fn score_json(topology: &Path, load: &Path, plan: &Path, extra: &[&str]) -> Value {
+    let mut args = vec![
+        "score",
+        "--topology",
+        path_str(topology),
+        "--load",
+        path_str(load),
+        "--plan",
+        path_str(plan),
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    stdout_json(&args)
+}
+
 fn solve(topology: &Path, load: &Path, out: &Path, extra: &[&str]) -> Value {
     ballast()
         .args([
@@ -157,16 +173,7 @@ fn solve_and_score_agree_on_every_sample() {
         let unavoidable = unavoidable_duplicates(&plan["phy2log"], domain * slots_per_gpu, domain);
         assert_eq!(duplicates, unavoidable, "{}", topology.display());
 
-        let score = stdout_json(&[
-            "score",
-            "--topology",
-            path_str(&topology),
-            "--load",
-            path_str(&load),
-            "--plan",
-            path_str(&out),
-            "--json",
-        ]);
+        let score = score_json(&topology, &load, &out, &[]);
         let model = score["model_imbalance"].as_f64().unwrap();
         assert!((model - stats["model_imbalance"].as_f64().unwrap()).abs() < 1e-9);
         assert!(model >= stats["bound"].as_f64().unwrap() - 1e-9);
@@ -201,31 +208,19 @@ fn previous_plan_makes_migrations_appear() {
         .as_u64()
         .expect("stats.migrations with --previous");
 
-    let score = stdout_json(&[
-        "score",
-        "--topology",
-        path_str(&topology),
-        "--load",
-        path_str(&drifted),
-        "--plan",
-        path_str(&second),
-        "--previous",
-        path_str(&first),
-        "--json",
-    ]);
+    let score = score_json(
+        &topology,
+        &drifted,
+        &second,
+        &["--previous", path_str(&first)],
+    );
     assert_eq!(score["migrations"].as_u64(), Some(migrations));
-    let same = stdout_json(&[
-        "score",
-        "--topology",
-        path_str(&topology),
-        "--load",
-        path_str(&drifted),
-        "--plan",
-        path_str(&first),
-        "--previous",
-        path_str(&first),
-        "--json",
-    ]);
+    let same = score_json(
+        &topology,
+        &drifted,
+        &first,
+        &["--previous", path_str(&first)],
+    );
     assert_eq!(same["migrations"], 0);
 }
 
@@ -258,16 +253,7 @@ fn down_gpus_take_no_load_and_the_plan_stays_node_local() {
             "layer {l}: nothing is loaded onto the down GPU"
         );
     }
-    let score = stdout_json(&[
-        "score",
-        "--topology",
-        path_str(&topology),
-        "--load",
-        path_str(&load),
-        "--plan",
-        path_str(&second),
-        "--json",
-    ]);
+    let score = score_json(&topology, &load, &second, &[]);
     assert_eq!(score["node_local"], true);
 
     ballast()
@@ -340,16 +326,7 @@ fn covisit_plans_are_scoped_bounded_and_scored_under_the_rule() {
     assert!(stats_imbalance >= covisit - 1e-9);
     assert!((plan["stats"]["bound"].as_f64().unwrap() - covisit).abs() < 1e-9);
 
-    let scored = stdout_json(&[
-        "score",
-        "--topology",
-        path_str(&topology),
-        "--load",
-        path_str(&load),
-        "--plan",
-        path_str(&out),
-        "--json",
-    ]);
+    let scored = score_json(&topology, &load, &out, &[]);
     assert!((scored["model_imbalance"].as_f64().unwrap() - stats_imbalance).abs() < 1e-6);
     assert_eq!(
         scored["node_local"], true,
