@@ -43,6 +43,12 @@ pub struct Interval {
 }
 
 impl Interval {
+    const ZERO: Interval = Interval {
+        low: 0.0,
+        high: 0.0,
+        estimate: Some(0.0),
+    };
+
     fn scaled(self, by: f64) -> Interval {
         Interval {
             low: self.low * by,
@@ -87,11 +93,7 @@ pub fn cross_node_traffic(
     load: &LoadMatrix,
     plan: &Plan,
 ) -> Result<CrossNodeTraffic, TrafficUnknown> {
-    let mut visits = Interval {
-        low: 0.0,
-        high: 0.0,
-        estimate: Some(0.0),
-    };
+    let mut visits = Interval::ZERO;
     let mut assignments = 0.0;
     for layer in 0..topology.num_layers() {
         let covisit = load.covisit_layer(layer).ok_or(TrafficUnknown::NoCounts)?;
@@ -109,11 +111,7 @@ pub fn cross_node_traffic(
     let nodes_per_token = if assignments > 0.0 {
         visits.scaled(1.0 / assignments)
     } else {
-        Interval {
-            low: 0.0,
-            high: 0.0,
-            estimate: Some(0.0),
-        }
+        Interval::ZERO
     };
     let nodes = topology.num_nodes() as f64;
     Ok(CrossNodeTraffic {
@@ -156,19 +154,15 @@ fn layer_visits(topology: &Topology, row: &[f64], covisit: &[f64], homes: &[usiz
     let mut whole = vec![true; groups * nodes];
     let mut some = vec![false; groups * nodes];
     for k in 0..groups {
-        let members: Vec<usize> = (0..row.len())
-            .filter(|&e| topology.group_of_expert(e) == k)
-            .map(|e| homes[e])
-            .collect();
+        let members = &homes[group_experts(topology, k)];
         for n in 0..nodes {
             whole[k * nodes + n] = !members.is_empty() && members.iter().all(|&h| h == n);
             some[k * nodes + n] = members.contains(&n);
         }
     }
     let mut total = Interval {
-        low: 0.0,
-        high: 0.0,
         estimate: None,
+        ..Interval::ZERO
     };
     for (e, &load) in row.iter().enumerate() {
         let counts = &covisit[e * groups..(e + 1) * groups];
@@ -214,9 +208,9 @@ fn pair_estimate(
     let groups = topology.num_groups();
     let mut node_groups: Vec<Vec<usize>> = vec![Vec::new(); topology.num_nodes()];
     for k in 0..groups {
-        let mut members = (0..row.len()).filter(|&e| topology.group_of_expert(e) == k);
-        let node = homes[members.next()?];
-        if members.any(|e| homes[e] != node) {
+        let members = &homes[group_experts(topology, k)];
+        let node = *members.first()?;
+        if members.iter().any(|&h| h != node) {
             return None;
         }
         node_groups[node].push(k);
@@ -225,17 +219,10 @@ fn pair_estimate(
     let visiting: Vec<f64> = (0..groups)
         .map(|k| (0..row.len()).map(|e| covisit[e * groups + k]).sum())
         .collect();
-    let load_of = |k: usize| -> f64 {
-        (0..row.len())
-            .filter(|&e| topology.group_of_expert(e) == k)
-            .map(|e| row[e])
-            .sum()
-    };
     // Σ_{e in a} covisit[e][b] scaled by S_a / L_a.
     let overlap_from = |a: usize, b: usize| -> Option<f64> {
-        let load = load_of(a);
-        let pairs: f64 = (0..row.len())
-            .filter(|&e| topology.group_of_expert(e) == a)
+        let load: f64 = row[group_experts(topology, a)].iter().sum();
+        let pairs: f64 = group_experts(topology, a)
             .map(|e| covisit[e * groups + b])
             .sum();
         (load > 0.0).then(|| pairs * visiting[a] / load)
@@ -256,6 +243,12 @@ fn pair_estimate(
             _ => None,
         })
         .sum()
+}
+
+/// The experts of group `k`: consecutive indices.
+fn group_experts(topology: &Topology, k: usize) -> std::ops::Range<usize> {
+    let size = topology.experts_per_group();
+    k * size..(k + 1) * size
 }
 
 #[cfg(test)]
