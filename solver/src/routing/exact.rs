@@ -2,7 +2,7 @@
 //! whether some activation routes with its largest load at most `target`.
 //!
 //! ## The model
-//! For one component, binary `y[e]` (edge `e` active) and continuous
+//! For one component, binary `y[e]` (edge `e` active) and integer
 //! `x[e] >= 0` (its tokens), and the largest load `T`:
 //!
 //! - `sum_{e of d} x[e] = tokens[d]` for every demand with tokens;
@@ -18,10 +18,13 @@
 //! with `target = floor` is a pure feasibility question, which is how the
 //! caller tries the budget-free bound first.
 //!
-//! Tokens are continuous: for a fixed activation the whole-token optimum
-//! is the real-valued one rounded up to an achievable load, so the model's
-//! bound, rounded the same way, bounds whole tokens. Any activation HiGHS
-//! returns is re-checked and routed by the exact router, never trusted.
+//! Tokens are whole (`x` integer): with real-valued tokens each GPU could
+//! use the fraction of a token its whole-token capacity rounds away, so an
+//! activation the relaxed model accepts at a target may not route at it,
+//! and the search could neither use it nor refute the target (a speed-3 and
+//! a speed-2 GPU lose 1/3 and 1/2 a token at 22⅓). Any activation HiGHS
+//! returns is still re-checked and routed by the exact router, never
+//! trusted.
 
 use std::time::Duration;
 
@@ -144,7 +147,7 @@ pub(crate) fn probe(
         for e in graph.edges(d).filter(|&e| component.usable[e]) {
             let g = graph.edge_gpu[e] as usize;
             let most = tokens.min(Integral::capacity(target, graph.speeds[g]) as f64);
-            let x = problem.add_column(0.0, 0.0..=most);
+            let x = problem.add_integer_column(0.0, 0.0..=most);
             let low = if component.forced[e] { 1.0 } else { 0.0 };
             let y = problem.add_integer_column(0.0, low..=1.0);
             problem.add_row(..=0.0, [(x, 1.0), (y, -most)]);

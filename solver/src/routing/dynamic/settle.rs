@@ -65,8 +65,8 @@ impl Search<'_> {
                     );
                     let value = self.solver.optimum(self.graph);
                     if value >= component.value {
-                        // Only with speeds where rounding to whole tokens
-                        // costs more than the model saw.
+                        // The model counts whole tokens, so only HiGHS's
+                        // tolerances can get here.
                         return;
                     }
                     component.value = value;
